@@ -1,0 +1,34 @@
+# The two commands of the README: `make run` and `make test`.
+# Both create .venv when missing and reinstall only when pyproject.toml changed (stamp files).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: run test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.stamp-run: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.stamp-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@ $(VENV)/.stamp-run
+
+run: $(VENV)/.stamp-run
+	$(BIN)/streamlit run streamlit_app.py
+
+lint: $(VENV)/.stamp-test
+	$(BIN)/ruff check .
+
+test: lint
+	$(BIN)/python -m pytest
+
+bench: $(VENV)/.stamp-run
+	$(BIN)/roi-lab bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,67 @@
+"""ROI Lab: see and check what reaches ROIAlign / CropAndResize.
+
+The headless core. Public names are loaded on first use, so ``import roi_lab`` stays cheap and
+never imports streamlit or plotly (those live in :mod:`roi_lab.ui` only).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    # ops
+    "roi_align": "roi_lab.ops.roi_align",
+    "crop_and_resize": "roi_lab.ops.crop_and_resize",
+    "assign_fpn_levels": "roi_lab.ops.fpn",
+    "multi_scale_roi_align": "roi_lab.ops.fpn",
+    "MultiScaleRoIAlign": "roi_lab.ops.fpn",
+    # boxes, geometry
+    "BoxFormat": "roi_lab.boxes",
+    "BoxSpace": "roi_lab.boxes",
+    "convert_boxes": "roi_lab.boxes",
+    "to_rois": "roi_lab.boxes",
+    "to_tf_boxes": "roi_lab.boxes",
+    "read_boxes": "roi_lab.boxes",
+    "write_boxes": "roi_lab.boxes",
+    "FeatureGeometry": "roi_lab.geometry",
+    "feature_geometry": "roi_lab.geometry",
+    "VariantKind": "roi_lab.geometry",
+    "Variant": "roi_lab.geometry",
+    "make_variants": "roi_lab.geometry",
+    # findings
+    "diagnose": "roi_lab.diagnose",
+    "Finding": "roi_lab.diagnose",
+    "explain_error": "roi_lab.explain",
+    "Explanation": "roi_lab.explain",
+    # models and images
+    "load_backbone": "roi_lab.backbone",
+    "Backbone": "roi_lab.backbone",
+    "decode_image": "roi_lab.image",
+    # errors
+    "RoiLabError": "roi_lab.errors",
+    "ShapeError": "roi_lab.errors",
+    "InputValueError": "roi_lab.errors",
+    "DeviceMismatchError": "roi_lab.errors",
+    "DTypeError": "roi_lab.errors",
+    "ImageDecodeError": "roi_lab.errors",
+    "BoxFileError": "roi_lab.errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'roi_lab' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

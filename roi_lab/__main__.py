@@ -1,0 +1,3 @@
+from roi_lab.cli import main
+
+raise SystemExit(main())

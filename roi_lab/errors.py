@@ -1,0 +1,112 @@
+"""One small exception hierarchy for every user-facing error of ROI Lab.
+
+Each error carries what was expected, what was given and how to fix it as attributes, so the
+diagnoser and the app can render them, and its message reads like einops'/kornia's::
+
+    ShapeError: roi_align expects boxes as Tensor[K, 5] (batch_index, x1, y1, x2, y2) or a list
+    of Tensor[L, 4]; got Tensor[12, 4] float32 on cpu.
+    Fix: add the batch-index column, e.g. torch.cat([torch.zeros(12, 1), boxes], 1), or pass [boxes].
+
+All errors subclass :class:`ValueError` too, so ``except ValueError`` code keeps working.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "RoiLabError",
+    "ShapeError",
+    "InputValueError",
+    "DeviceMismatchError",
+    "DTypeError",
+    "ImageDecodeError",
+    "BoxFileError",
+    "describe",
+]
+
+
+class RoiLabError(ValueError):
+    """Base class: ``where`` expects ``expected``; got ``got``. Fix: ``fix``.
+
+    Attributes:
+        where (str): the function or field that refused the input, e.g. ``"roi_align"``.
+        expected (str): what it expects, in words and shapes.
+        got (str): what it was given (see :func:`describe`).
+        fix (str): how to fix it, often a code snippet.
+    """
+
+    def __init__(self, where: str, *, expected: str, got: str, fix: str = "") -> None:
+        self.where, self.expected, self.got, self.fix = where, expected, got, fix
+        message = f"{where} expects {expected}; got {got}."
+        if fix:
+            message += f"\nFix: {fix}"
+        super().__init__(message)
+
+    def to_dict(self) -> dict[str, str]:
+        """The error as plain data, for JSON output and the app."""
+        return {
+            "type": type(self).__name__,
+            "where": self.where,
+            "expected": self.expected,
+            "got": self.got,
+            "fix": self.fix,
+            "message": str(self),
+        }
+
+
+class ShapeError(RoiLabError):
+    """A tensor or list has the wrong rank, shape or number of columns."""
+
+
+class InputValueError(RoiLabError):
+    """Values are wrong: NaN/inf coordinates, an index out of range, a non-positive size."""
+
+
+class DeviceMismatchError(RoiLabError):
+    """Two tensors that must live on one device do not."""
+
+
+class DTypeError(RoiLabError):
+    """A dtype that the op cannot compute in (e.g. an integer feature map)."""
+
+
+class ImageDecodeError(RoiLabError):
+    """Uploaded bytes are not a decodable image, or the image is too large."""
+
+
+class BoxFileError(RoiLabError):
+    """A COCO / VOC / YOLO / JSON box file is malformed."""
+
+
+def describe(x: Any) -> str:
+    """A short description of a value for error messages.
+
+    Example:
+        >>> import torch
+        >>> describe(torch.zeros(12, 4))
+        'Tensor[12, 4] float32 on cpu'
+        >>> describe([torch.zeros(3, 4), torch.zeros(2, 4)])
+        'a list of 2 tensors [Tensor[3, 4], Tensor[2, 4]]'
+        >>> describe((7, 7))
+        'tuple (7, 7)'
+    """
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        torch = None
+    if torch is not None and isinstance(x, torch.Tensor):
+        dims = ", ".join(str(d) for d in x.shape)
+        return f"Tensor[{dims}] {str(x.dtype).replace('torch.', '')} on {x.device}"
+    if hasattr(x, "shape") and hasattr(x, "dtype"):  # numpy arrays
+        dims = ", ".join(str(d) for d in x.shape)
+        return f"array[{dims}] {x.dtype}"
+    if isinstance(x, (list, tuple)) and x and all(torch is not None and isinstance(t, torch.Tensor) for t in x):
+        shown = ", ".join("Tensor[" + ", ".join(str(d) for d in t.shape) + "]" for t in x[:4])
+        more = ", ..." if len(x) > 4 else ""
+        return f"a {type(x).__name__} of {len(x)} tensors [{shown}{more}]"
+    if isinstance(x, (list, tuple)):
+        text = repr(x)
+        return f"{type(x).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
+    text = repr(x)
+    return f"{type(x).__name__} {text if len(text) <= 60 else text[:57] + '...'}"

@@ -1,0 +1,1 @@
+"""The ops: ROIAlign (torchvision / mmcv semantics), CropAndResize (TensorFlow semantics), FPN pooling."""
