@@ -1,3 +1,6 @@
-from roi_lab.cli import main
+"""``python -m roi_lab`` runs the ``roi-lab`` command line."""
 
-raise SystemExit(main())
+if __name__ == "__main__":
+    from roi_lab.cli import main
+
+    raise SystemExit(main())
