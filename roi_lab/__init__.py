@@ -27,11 +27,13 @@ _EXPORTS: dict[str, str] = {
     "to_tf_boxes": "roi_lab.boxes",
     "read_boxes": "roi_lab.boxes",
     "write_boxes": "roi_lab.boxes",
+    "LabeledBoxes": "roi_lab.boxes",
     "FeatureGeometry": "roi_lab.geometry",
     "feature_geometry": "roi_lab.geometry",
     "VariantKind": "roi_lab.geometry",
     "Variant": "roi_lab.geometry",
     "make_variants": "roi_lab.geometry",
+    "resnet_feature_size": "roi_lab.geometry",
     # findings
     "diagnose": "roi_lab.diagnose",
     "Finding": "roi_lab.diagnose",

@@ -1,0 +1,760 @@
+"""Feature-map geometry (strides, drift) and the misconfiguration variants of one set of boxes.
+
+:func:`feature_geometry` says how a feature map sits on its image: the nominal stride of the
+backbone, the effective stride the sizes suggest, and how far the two disagree at the far edge.
+
+:func:`make_variants` takes the boxes a user *meant* (xyxy image pixels) and produces each common
+way of passing them to ROIAlign / CropAndResize wrongly, with the exact region and sample points the
+op then really reads. The app's side-by-side page is built on these :class:`Variant` objects.
+
+Convention:
+    Image coordinates are continuous: pixel ``j`` covers ``[j, j + 1)``. Feature cell ``i`` (stride
+    ``s``) covers image pixels ``[i * s, (i + 1) * s)``; its centre is image coordinate
+    ``(i + 0.5) * s``. Feature *sample* coordinates are the ops' own: integer ``p`` is the centre of
+    cell ``p`` (bilinear interpolation reads cells ``floor(p)`` and ``floor(p) + 1``). So a feature
+    sample at ``p`` lies at image coordinate ``(p + 0.5) * s``, and image coordinate ``x`` lies at
+    feature sample coordinate ``x / s - 0.5``: exactly the shift ROIAlign's ``aligned=True`` applies.
+    This holds for every stride-2 stage of a torchvision ResNet (a ``k x k`` conv with padding
+    ``k // 2`` keeps cell centres on an even grid), whatever the image size: the *nominal* stride is
+    the true cell spacing, and a non-divisible image only adds cells that hang over the far edge.
+
+    ``boxes_feature`` of a ROIAlign variant is ``[x_start, y_start, x_start + roi_w, y_start + roi_h]``
+    in feature sample coordinates: the box whose ``PH x PW`` bins are averaged (after the
+    ``aligned`` shift and, when not aligned, the minimum size of one cell). For a crop_and_resize
+    variant it is the span from the first to the last sample (corner-aligned). An inverted region
+    (``x2 < x1``) is kept as the op computes it.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from roi_lab.boxes import as_boxes, to_rois, to_tf_boxes
+from roi_lab.errors import InputValueError, describe
+
+__all__ = [
+    "FeatureGeometry",
+    "feature_geometry",
+    "resnet_feature_size",
+    "VariantKind",
+    "Variant",
+    "make_variants",
+    "roi_align_sample_points",
+    "crop_and_resize_sample_points",
+    "box_iou_pairwise",
+]
+
+
+# ----------------------------------------------------------------------------------------------
+# Feature geometry
+# ----------------------------------------------------------------------------------------------
+
+
+def _pair(value: Any, where: str, name: str, *, integer: bool) -> tuple[Any, Any]:
+    if isinstance(value, Tensor):
+        value = value.tolist()
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        value = (value, value)
+    ok = isinstance(value, (tuple, list)) and len(value) == 2
+    if ok:
+        for v in value:
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v <= 0:
+                ok = False
+            elif integer and float(v) != int(v):
+                ok = False
+    if not ok:
+        what = "positive integers" if integer else "positive numbers"
+        raise InputValueError(
+            f"{where}({name}=...)",
+            expected=f"a positive number or an (height, width) pair of {what}",
+            got=describe(value),
+            fix={
+                "image_size": "pass image_size=(800, 1000) (height first)",
+                "feature_size": "pass feature_size=features.shape[-2:]",
+            }.get(name, f"pass e.g. {name}=16"),
+        )
+    if integer:
+        return int(value[0]), int(value[1])
+    return float(value[0]), float(value[1])
+
+
+def resnet_feature_size(image_size: int | tuple[int, int], stride: int) -> int | tuple[int, int]:
+    """The feature-map size a torchvision ResNet (or FPN level) gives at ``stride``.
+
+    Every stride-2 stage (the 7x7 stem conv, the max pool, the first conv of layer2-4) maps
+    ``n -> floor((n - 1) / 2) + 1 = ceil(n / 2)``, so the size is ``ceil`` applied ``log2(stride)``
+    times (not ``ceil(n / stride)`` in general, though the two agree for these stages).
+
+    Args:
+        image_size (int | (H, W)): the input size.
+        stride (int): a power of two: 4 (C2), 8 (C3), 16 (C4), 32 (C5).
+
+    Returns:
+        int | (h, w): the same shape as ``image_size``.
+
+    Example:
+        >>> resnet_feature_size((800, 1000), 16)
+        (50, 63)
+        >>> resnet_feature_size(1000, 32)
+        32
+    """
+    ok = isinstance(stride, numbers.Real) and not isinstance(stride, bool) and float(stride).is_integer()
+    if not ok or stride < 1 or int(stride) & (int(stride) - 1):
+        raise InputValueError(
+            "resnet_feature_size(stride=...)",
+            expected="a power-of-two integer stride (1, 2, 4, 8, 16, 32, 64)",
+            got=describe(stride),
+            fix="ResNet stages have strides 4 (C2), 8 (C3), 16 (C4), 32 (C5)",
+        )
+    stride = int(stride)
+    single = isinstance(image_size, numbers.Integral) and not isinstance(image_size, bool)
+    sizes = _pair(image_size, "resnet_feature_size", "image_size", integer=True)
+    out = []
+    for n in sizes:
+        for _ in range(stride.bit_length() - 1):
+            n = (n - 1) // 2 + 1
+        out.append(n)
+    return out[0] if single else (out[0], out[1])
+
+
+@dataclass(frozen=True)
+class FeatureGeometry:
+    """How a feature map sits on its image.
+
+    Attributes:
+        image_size ((H, W)): image pixels.
+        feature_size ((h, w)): feature cells.
+        nominal_stride ((sy, sx)): the backbone's stride: the true spacing of the cells in image px.
+        effective_stride ((sy, sx)): ``image / feature``; equals the nominal one iff divisible.
+        divisible (bool): ``feature * nominal == image`` on both axes.
+        drift_px ((dy, dx)): ``feature * nominal - image``: how far past the image edge the far
+            edge of the map lands under the nominal stride (positive: cells hang over the edge). It
+            is also how wrong a box at the far edge ends up when ``spatial_scale`` is taken from
+            the measured ratio instead of the nominal stride.
+    """
+
+    image_size: tuple[int, int]
+    feature_size: tuple[int, int]
+    nominal_stride: tuple[float, float]
+    effective_stride: tuple[float, float]
+    divisible: bool
+    drift_px: tuple[float, float]
+
+    @property
+    def spatial_scale(self) -> float | tuple[float, float]:
+        """``1 / nominal_stride``: a float when both axes agree, else ``(1 / sy, 1 / sx)``."""
+        sy, sx = self.nominal_stride
+        return 1.0 / sx if sy == sx else (1.0 / sy, 1.0 / sx)
+
+
+def feature_geometry(
+    image_size: tuple[int, int],
+    feature_size: tuple[int, int] | None = None,
+    *,
+    stride: float | tuple[float, float] | None = None,
+) -> FeatureGeometry:
+    """Nominal and effective stride, divisibility and far-edge drift of a feature map.
+
+    Args:
+        image_size ((H, W)): the image the backbone saw.
+        feature_size ((h, w) | None): the map's size; when None, derived from ``stride`` with
+            torchvision ResNet's rule (:func:`resnet_feature_size`).
+        stride (float | (sy, sx) | None): the nominal stride; when None, inferred per axis as
+            ``2 ** round(log2(image / feature))`` like torchvision's ``MultiScaleRoIAlign``.
+
+    Returns:
+        FeatureGeometry
+
+    Example:
+        >>> g = feature_geometry((800, 1000), stride=16)
+        >>> g.feature_size, g.divisible, g.drift_px, g.effective_stride[1]
+        ((50, 63), False, (0.0, 8.0), 15.873015873015873)
+        >>> feature_geometry((800, 1000), (50, 63)).nominal_stride
+        (16.0, 16.0)
+    """
+    image = _pair(image_size, "feature_geometry", "image_size", integer=True)
+    if feature_size is None:
+        if stride is None:
+            raise InputValueError(
+                "feature_geometry(feature_size=..., stride=...)",
+                expected="feature_size, or a stride to derive it",
+                got="neither",
+                fix="pass feature_size=features.shape[-2:] or stride=16",
+            )
+        nominal = _pair(stride, "feature_geometry", "stride", integer=False)
+        if not all(float(s).is_integer() and int(s) & (int(s) - 1) == 0 for s in nominal):
+            raise InputValueError(
+                "feature_geometry(stride=...)",
+                expected="a power-of-two stride to derive the ResNet feature size",
+                got=describe(stride),
+                fix="pass feature_size=features.shape[-2:] too",
+            )
+        feat = (resnet_feature_size(image[0], int(nominal[0])), resnet_feature_size(image[1], int(nominal[1])))
+    else:
+        feat = _pair(feature_size, "feature_geometry", "feature_size", integer=True)
+        if stride is None:
+            nominal = tuple(float(2 ** round(math.log2(i / f))) for i, f in zip(image, feat, strict=True))
+        else:
+            nominal = _pair(stride, "feature_geometry", "stride", integer=False)
+    effective = (image[0] / feat[0], image[1] / feat[1])
+    drift = (feat[0] * nominal[0] - image[0], feat[1] * nominal[1] - image[1])
+    return FeatureGeometry(
+        image_size=image,
+        feature_size=feat,
+        nominal_stride=(float(nominal[0]), float(nominal[1])),
+        effective_stride=effective,
+        divisible=drift[0] == 0 and drift[1] == 0,
+        drift_px=(float(drift[0]), float(drift[1])),
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Exact sample positions of the ops
+# ----------------------------------------------------------------------------------------------
+
+
+def roi_align_sample_points(
+    boxes: Tensor,
+    spatial_scale: float,
+    output_size: tuple[int, int],
+    sampling_ratio: int,
+    aligned: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Where torchvision's ``roi_align`` kernel samples, box by box.
+
+    Args:
+        boxes (Tensor[K, 4]): x1, y1, x2, y2 as passed to the op (before ``spatial_scale``).
+        spatial_scale (float): the op's scale.
+        output_size ((PH, PW)): bins.
+        sampling_ratio (int): samples per bin side; ``<= 0`` is the adaptive ``ceil(roi / P)``.
+        aligned (bool): the half-pixel shift.
+
+    Returns:
+        (Tensor[K, 4], Tensor[K, P, 2], Tensor[K]): float64 (int64 counts): the region
+        ``[x_start, y_start, x_end, y_end]``, the (x, y) samples in feature sample coordinates ordered
+        ``[PH, PW, SY, SX]`` (rows padded with NaN when the adaptive grid differs between boxes), and the
+        number of valid samples per box.
+
+    Convention:
+        ``start = x1 * spatial_scale - (0.5 if aligned else 0)``; ``roi = max(x2 * scale - offset - start,
+        1)`` when not aligned (no clamp when aligned); ``bin = roi / PW``; sample
+        ``x = start + pw * bin + (ix + 0.5) * bin / SX`` (torchvision/csrc/ops/cpu/roi_align_kernel.cpp).
+
+    Example:
+        >>> region, pts, n = roi_align_sample_points(torch.tensor([[0., 0., 32., 16.]]), 1 / 16, (1, 2), 1, True)
+        >>> region.tolist(), pts.tolist(), n.tolist()
+        ([[-0.5, -0.5, 1.5, 0.5]], [[[0.0, 0.0], [1.0, 0.0]]], [2])
+    """
+    b = boxes.detach().to(torch.float64).cpu()
+    ph_n, pw_n = output_size
+    offset = 0.5 if aligned else 0.0
+    x1 = b[:, 0] * spatial_scale - offset
+    y1 = b[:, 1] * spatial_scale - offset
+    roi_w = b[:, 2] * spatial_scale - offset - x1
+    roi_h = b[:, 3] * spatial_scale - offset - y1
+    if not aligned:
+        roi_w, roi_h = roi_w.clamp(min=1.0), roi_h.clamp(min=1.0)
+    region = torch.stack([x1, y1, x1 + roi_w, y1 + roi_h], 1)  # [K, 4]
+    bin_w, bin_h = roi_w / pw_n, roi_h / ph_n  # [K]
+    if sampling_ratio > 0:
+        grid_h = torch.full_like(roi_h, sampling_ratio, dtype=torch.int64)
+        grid_w = torch.full_like(roi_w, sampling_ratio, dtype=torch.int64)
+    else:
+        grid_h = torch.ceil(roi_h / ph_n).to(torch.int64).clamp(min=0)
+        grid_w = torch.ceil(roi_w / pw_n).to(torch.int64).clamp(min=0)
+    counts = grid_h * grid_w * ph_n * pw_n  # [K]
+    p_max = int(counts.max()) if len(b) else 0
+    points = torch.full((len(b), p_max, 2), float("nan"), dtype=torch.float64)
+    for gh, gw in {(int(h), int(w)) for h, w in zip(grid_h, grid_w, strict=True)}:
+        sel = (grid_h == gh) & (grid_w == gw)
+        if gh * gw == 0:
+            continue
+        ph = torch.arange(ph_n, dtype=torch.float64)
+        iy = torch.arange(gh, dtype=torch.float64)
+        pw = torch.arange(pw_n, dtype=torch.float64)
+        ix = torch.arange(gw, dtype=torch.float64)
+        ys = (
+            y1[sel, None, None]
+            + ph[None, :, None] * bin_h[sel, None, None]
+            + (iy[None, None, :] + 0.5) * bin_h[sel, None, None] / gh
+        )  # [k, PH, SY]
+        xs = (
+            x1[sel, None, None]
+            + pw[None, :, None] * bin_w[sel, None, None]
+            + (ix[None, None, :] + 0.5) * bin_w[sel, None, None] / gw
+        )  # [k, PW, SX]
+        k = int(sel.sum())
+        yy = ys[:, :, None, :, None].expand(k, ph_n, pw_n, gh, gw)  # [k, PH, PW, SY, SX]
+        xx = xs[:, None, :, None, :].expand(k, ph_n, pw_n, gh, gw)  # [k, PH, PW, SY, SX]
+        pts = torch.stack([xx, yy], -1).reshape(k, -1, 2)  # [k, P, 2]
+        points[sel, : pts.shape[1]] = pts
+    return region, points, counts
+
+
+def crop_and_resize_sample_points(
+    boxes_norm: Tensor, feature_size: tuple[int, int], crop_size: tuple[int, int]
+) -> tuple[Tensor, Tensor]:
+    """Where ``tf.image.crop_and_resize`` samples, box by box.
+
+    Args:
+        boxes_norm (Tensor[K, 4]): (y1, x1, y2, x2) as passed to the op.
+        feature_size ((h, w)): the map the op crops from.
+        crop_size ((CH, CW)): output size.
+
+    Returns:
+        (Tensor[K, 4], Tensor[K, CH * CW, 2]): float64: the xyxy span from the first to the last sample, and
+        the (x, y) samples in pixel-centre coordinates, row-major.
+
+    Convention:
+        ``y = y1 * (h - 1) + i * (y2 - y1) * (h - 1) / (CH - 1)``; for ``CH == 1`` the single row is
+        at ``0.5 * (y1 + y2) * (h - 1)``. Samples outside ``[0, h - 1]`` return
+        ``extrapolation_value`` (tensorflow/core/kernels/image/crop_and_resize_op.cc).
+
+    Example:
+        >>> crop_and_resize_sample_points(torch.tensor([[0., 0., 1., 0.5]]), (5, 9), (2, 2))[1]
+        tensor([[[0., 0.],
+                 [4., 0.],
+                 [0., 4.],
+                 [4., 4.]]], dtype=torch.float64)
+    """
+    b = boxes_norm.detach().to(torch.float64).cpu()
+    h, w = feature_size
+    ch, cw = crop_size
+    y1, x1, y2, x2 = (b[:, i] * (h - 1 if i % 2 == 0 else w - 1) for i in range(4))
+
+    def axis(a: Tensor, z: Tensor, n: int) -> Tensor:
+        if n == 1:
+            return ((a + z) / 2)[:, None]  # [K, 1]
+        return a[:, None] + torch.arange(n, dtype=torch.float64) * ((z - a) / (n - 1))[:, None]  # [K, n]
+
+    ys, xs = axis(y1, y2, ch), axis(x1, x2, cw)  # [K, CH], [K, CW]
+    k = len(b)
+    pts = torch.stack([xs[:, None, :].expand(k, ch, cw), ys[:, :, None].expand(k, ch, cw)], -1)  # [K, CH, CW, 2]
+    return torch.stack([x1, y1, x2, y2], 1), pts.reshape(k, ch * cw, 2)
+
+
+def box_iou_pairwise(a: Tensor, b: Tensor) -> Tensor:
+    """IoU of ``a[k]`` with ``b[k]`` (xyxy; inverted boxes are sorted first).
+
+    Example:
+        >>> box_iou_pairwise(torch.tensor([[0., 0., 2., 2.]]), torch.tensor([[1., 0., 3., 2.]]))
+        tensor([0.3333])
+    """
+
+    def norm(t: Tensor) -> Tensor:
+        t = t.to(torch.float64)
+        return torch.stack(
+            [
+                torch.minimum(t[:, 0], t[:, 2]),
+                torch.minimum(t[:, 1], t[:, 3]),
+                torch.maximum(t[:, 0], t[:, 2]),
+                torch.maximum(t[:, 1], t[:, 3]),
+            ],
+            1,
+        )
+
+    a, b = norm(a), norm(b)
+    iw = (torch.minimum(a[:, 2], b[:, 2]) - torch.maximum(a[:, 0], b[:, 0])).clamp(min=0)
+    ih = (torch.minimum(a[:, 3], b[:, 3]) - torch.maximum(a[:, 1], b[:, 1])).clamp(min=0)
+    inter = iw * ih
+    union = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]) + (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) - inter
+    return torch.where(union > 0, inter / union.clamp(min=1e-300), torch.zeros_like(union)).float()
+
+
+# ----------------------------------------------------------------------------------------------
+# Variants
+# ----------------------------------------------------------------------------------------------
+
+
+class VariantKind(str, Enum):
+    """The ways the same intended boxes reach the op; values are the lower-case names."""
+
+    CORRECT = "correct"
+    IMAGE_SPACE_BOXES = "image_space_boxes"
+    WRONG_STRIDE_X2 = "wrong_stride_x2"
+    WRONG_STRIDE_HALF = "wrong_stride_half"
+    YX_SWAPPED = "yx_swapped"
+    NORMALIZED_AS_PIXELS = "normalized_as_pixels"
+    PIXELS_AS_NORMALIZED = "pixels_as_normalized"
+    DOUBLE_SCALED = "double_scaled"
+    ALIGNED_MISMATCH = "aligned_mismatch"
+    TF_CROP_AND_RESIZE = "tf_crop_and_resize"
+    NON_DIVISIBLE_STRIDE = "non_divisible_stride"
+
+
+@dataclass
+class Variant:
+    """One way of passing the intended boxes, and what the op then really samples.
+
+    Attributes:
+        kind (VariantKind): which bug (or CORRECT).
+        title (str): a short title for the app.
+        description (str): the bug in words, then the line of user code that produces it.
+        op (str): ``"roi_align"`` or ``"crop_and_resize"``.
+        boxes_passed (Tensor[K, 4]): what the code passes, in the op's own format (xyxy for
+            roi_align, before ``spatial_scale``; y1, x1, y2, x2 for crop_and_resize).
+        op_kwargs (dict): ``spatial_scale``, ``sampling_ratio``, ``aligned`` (roi_align) or
+            ``box_indices``, ``crop_size`` (crop_and_resize).
+        boxes_feature (Tensor[K, 4]): xyxy region the op really samples, feature sample coordinates.
+        region_image (Tensor[K, 4]): that region in image px (``(p + 0.5) * stride``).
+        points_feature (Tensor[K, P, 2]): (x, y) sample positions, feature sample coordinates
+            (NaN-padded when the adaptive grid differs between boxes).
+        points_image (Tensor[K, P, 2]): the same in image px.
+        outside_fraction (Tensor[K]): share of samples that read zero: roi_align ``y < -1 or y > h``
+            (or x likewise); crop_and_resize outside ``[0, h - 1]``. 1 for a box with no samples.
+        iou (Tensor[K]): IoU of ``region_image`` with the intended box.
+        code (str): the line of user code alone.
+        output_size ((PH, PW)), batch_index (int), stride ((sy, sx)), image_size ((H, W)),
+        feature_size ((h, w)): the configuration the variant was made for.
+        num_points (Tensor[K]): valid samples per box (the rest of ``points_*`` is NaN padding).
+
+    Convention:
+        See the module docstring: feature sample ``p`` is image coordinate ``(p + 0.5) * stride``.
+    """
+
+    kind: VariantKind
+    title: str
+    description: str
+    op: str
+    boxes_passed: Tensor
+    op_kwargs: dict
+    boxes_feature: Tensor
+    region_image: Tensor
+    points_feature: Tensor
+    points_image: Tensor
+    outside_fraction: Tensor
+    iou: Tensor
+    code: str = ""
+    output_size: tuple[int, int] = (7, 7)
+    batch_index: int = 0
+    stride: tuple[float, float] = (16.0, 16.0)
+    image_size: tuple[int, int] = (0, 0)
+    feature_size: tuple[int, int] = (0, 0)
+    num_points: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.int64))
+
+    def apply(self, features: Tensor, output_size: int | tuple[int, int] | None = None) -> Tensor:
+        """Run the op on ``features`` exactly as the buggy code does.
+
+        Args:
+            features (Tensor[N, C, h, w]): the feature map.
+            output_size (int | (PH, PW) | None): default the size the variant was made with.
+
+        Returns:
+            Tensor[K, C, PH, PW]
+        """
+        size = self.output_size if output_size is None else output_size
+        boxes = self.boxes_passed.to(device=features.device, dtype=features.dtype)
+        if self.op == "roi_align":
+            from roi_lab import roi_align
+
+            return roi_align(features, to_rois(boxes, self.batch_index), size, **self.op_kwargs)
+        from roi_lab import crop_and_resize
+
+        idx = self.op_kwargs["box_indices"].to(features.device)
+        return crop_and_resize(features, boxes.float(), idx, size)
+
+    def apply_to_image(self, image: Tensor, output_size: int | tuple[int, int] | None = None) -> Tensor:
+        """Crop from the RGB image the region the op really reads on the feature map.
+
+        ROIAlign variants run ``roi_align(image, region_image, spatial_scale=1, sampling_ratio=2,
+        aligned=True)`` (``aligned=True`` makes continuous image coordinates exact). crop_and_resize
+        variants run ``crop_and_resize`` on the image with the span of the samples in image pixel
+        centres, ``(region_image - 0.5) / (size - 1)``, so the first and last samples are the same
+        points as on the map. Samples past the image border read 0 like the op's, but the zero zone
+        starts one image pixel out, not one feature cell.
+
+        Args:
+            image (Tensor[N, 3, H, W]): float image the features were computed from.
+            output_size (int | (PH, PW) | None): default the size the variant was made with.
+
+        Returns:
+            Tensor[K, 3, PH, PW]
+        """
+        size = self.output_size if output_size is None else output_size
+        region = self.region_image.to(device=image.device, dtype=image.dtype)
+        if self.op == "roi_align":
+            from roi_lab import roi_align
+
+            return roi_align(image, to_rois(region, self.batch_index), size, 1.0, 2, True)
+        from roi_lab import crop_and_resize
+
+        h, w = image.shape[-2:]
+        x1, y1, x2, y2 = (region - 0.5).unbind(1)
+        boxes_norm = torch.stack([y1 / max(h - 1, 1), x1 / max(w - 1, 1), y2 / max(h - 1, 1), x2 / max(w - 1, 1)], 1)
+        return crop_and_resize(image, boxes_norm, self.op_kwargs["box_indices"].to(image.device), size)
+
+
+def _fmt(v: float) -> str:
+    if float(v).is_integer():
+        return str(int(v))
+    return f"{v:.6g}"
+
+
+def make_variants(
+    boxes_image: Any,
+    *,
+    image_size: tuple[int, int],
+    feature_size: tuple[int, int],
+    stride: float | tuple[float, float],
+    output_size: int | tuple[int, int] = 7,
+    sampling_ratio: int = 2,
+    aligned: bool = True,
+    batch_index: int = 0,
+) -> list[Variant]:
+    """The intended boxes passed correctly, and passed each common wrong way.
+
+    Args:
+        boxes_image (Tensor[K, 4]): the boxes meant, xyxy image px.
+        image_size ((H, W)): the image the backbone saw.
+        feature_size ((h, w)): the feature map's size.
+        stride (float | (s, s)): the map's nominal stride (one value: roi_align has one scale).
+        output_size (int | (PH, PW)): bins (roi_align) / crop size (crop_and_resize).
+        sampling_ratio (int): roi_align samples per bin side (``<= 0``: adaptive).
+        aligned (bool): the setting the correct call uses.
+        batch_index (int): the image of the batch the boxes belong to.
+
+    Returns:
+        list[Variant]: one per :class:`VariantKind`, in its order (CORRECT first).
+
+    Convention:
+        See the module docstring. NON_DIVISIBLE_STRIDE takes ``spatial_scale = w / W`` from the
+        measured sizes (the hand-written bug), while the cells really sit ``stride`` px apart
+        (torchvision's ``MultiScaleRoIAlign`` infers the nominal ``2 ** round(log2(w / W))``).
+
+    Example:
+        >>> vs = make_variants(torch.tensor([[64., 32., 192., 160.]]), image_size=(256, 256),
+        ...                    feature_size=(16, 16), stride=16)
+        >>> [v.kind.value for v in vs][:3], vs[0].iou, vs[0].outside_fraction
+        (['correct', 'image_space_boxes', 'wrong_stride_x2'], tensor([1.]), tensor([0.]))
+        >>> vs[0].boxes_feature.tolist()
+        [[3.5, 1.5, 11.5, 9.5]]
+    """
+    where = "make_variants"
+    b = as_boxes(boxes_image, where, "boxes_image").float().cpu()
+    img_h, img_w = _pair(image_size, where, "image_size", integer=True)
+    feat_h, feat_w = _pair(feature_size, where, "feature_size", integer=True)
+    sy, sx = _pair(stride, where, "stride", integer=False)
+    if sy != sx:
+        raise InputValueError(
+            f"{where}(stride=...)",
+            expected="one stride for both axes (roi_align takes a single spatial_scale)",
+            got=describe(stride),
+            fix="pass stride=16; for anisotropic maps scale the boxes per axis yourself and use spatial_scale=1",
+        )
+    ph, pw = _pair(output_size, where, "output_size", integer=True)
+    if isinstance(sampling_ratio, bool) or not isinstance(sampling_ratio, numbers.Integral):
+        raise InputValueError(
+            f"{where}(sampling_ratio=...)",
+            expected="an int (<= 0 means adaptive)",
+            got=describe(sampling_ratio),
+            fix="pass sampling_ratio=2",
+        )
+    if isinstance(batch_index, bool) or not isinstance(batch_index, numbers.Integral) or batch_index < 0:
+        raise InputValueError(
+            f"{where}(batch_index=...)",
+            expected="a non-negative int",
+            got=describe(batch_index),
+            fix="pass batch_index=0",
+        )
+    s = sx
+    aligned, sampling_ratio, batch_index = bool(aligned), int(sampling_ratio), int(batch_index)
+    drift_x = feat_w * s - img_w
+    k = len(b)
+    stride_t = torch.tensor([sx, sy], dtype=torch.float64)
+    common = {
+        "output_size": (ph, pw),
+        "batch_index": batch_index,
+        "stride": (sy, sx),
+        "image_size": (img_h, img_w),
+        "feature_size": (feat_h, feat_w),
+    }
+    call = (
+        f"roi_align(features, [boxes], output_size=({ph}, {pw}), spatial_scale={{scale}}, "
+        f"sampling_ratio={sampling_ratio}, aligned={{aligned}})"
+    )
+
+    def roi(
+        kind: VariantKind, title: str, words: str, boxes: Tensor, scale: float, code: str, use_aligned: bool = aligned
+    ) -> Variant:
+        region, pts, counts = roi_align_sample_points(boxes, scale, (ph, pw), sampling_ratio, use_aligned)
+        x, y = pts[..., 0], pts[..., 1]
+        valid = ~torch.isnan(x)
+        out = valid & ((y < -1.0) | (y > feat_h) | (x < -1.0) | (x > feat_w))
+        return _finish(
+            kind,
+            title,
+            words,
+            code,
+            "roi_align",
+            boxes,
+            {"spatial_scale": scale, "sampling_ratio": sampling_ratio, "aligned": use_aligned},
+            region,
+            pts,
+            out,
+            counts,
+        )
+
+    def tf(kind: VariantKind, title: str, words: str, boxes_norm: Tensor, code: str) -> Variant:
+        region, pts = crop_and_resize_sample_points(boxes_norm, (feat_h, feat_w), (ph, pw))
+        x, y = pts[..., 0], pts[..., 1]
+        out = (y < 0) | (y > feat_h - 1) | (x < 0) | (x > feat_w - 1)
+        kwargs = {"box_indices": torch.full((k,), batch_index, dtype=torch.int32), "crop_size": (ph, pw)}
+        counts = torch.full((k,), ph * pw, dtype=torch.int64)
+        return _finish(kind, title, words, code, "crop_and_resize", boxes_norm, kwargs, region, pts, out, counts)
+
+    def _finish(kind, title, words, code, op, boxes, kwargs, region, pts, out, counts) -> Variant:
+        region_image = (region + 0.5) * stride_t.repeat(2)  # [K, 4]
+        points_image = (pts + 0.5) * stride_t  # [K, P, 2]
+        frac = torch.where(counts > 0, out.sum(1).double() / counts.clamp(min=1).double(), torch.ones(k).double())
+        return Variant(
+            kind=kind,
+            title=title,
+            description=f"{words}\n    {code}",
+            op=op,
+            boxes_passed=boxes.float(),
+            op_kwargs=kwargs,
+            boxes_feature=region.float(),
+            region_image=region_image.float(),
+            points_feature=pts.float(),
+            points_image=points_image.float(),
+            outside_fraction=frac.float(),
+            iou=box_iou_pairwise(region_image, b),
+            code=code,
+            num_points=counts,
+            **common,
+        )
+
+    scale = 1.0 / s
+    sc = f"1/{_fmt(s)}"
+    wh = torch.tensor([img_w, img_h, img_w, img_h], dtype=torch.float32)
+    measured = feat_w / img_w
+    tf_boxes, _ = to_tf_boxes(b, (img_h, img_w))
+    al, nal = str(aligned), str(not aligned)
+    if feat_w * s == img_w:
+        nd_words = (
+            f"spatial_scale taken from the measured sizes, feat_w / img_w = {feat_w}/{img_w}. This image's width is "
+            f"divisible by the stride ({img_w} = {feat_w} x {_fmt(s)}), so it equals 1/{_fmt(s)} and this "
+            "variant is identical to CORRECT; it breaks as soon as an image size is not a multiple of the stride."
+        )
+    else:
+        nd_words = (
+            f"spatial_scale taken from the measured sizes, feat_w / img_w = {feat_w}/{img_w} = {measured:.6g}, "
+            f"instead of the nominal 1/{_fmt(s)}. The cells are {_fmt(s)} px apart whatever the image size "
+            f"(the map hangs {_fmt(drift_x)} px over the right edge), so boxes are stretched away from "
+            f"the origin: by {_fmt(abs(img_w * measured - img_w * scale) * s)} image px at x = {img_w}."
+        )
+    return [
+        roi(
+            VariantKind.CORRECT,
+            "Correct",
+            f"Image-pixel boxes with spatial_scale = 1/stride = {sc} and aligned={al}"
+            + ("" if aligned else " (legacy: the region sits half a cell right of and below the box)")
+            + ".",
+            b,
+            scale,
+            call.format(scale=sc, aligned=al),
+        ),
+        roi(
+            VariantKind.IMAGE_SPACE_BOXES,
+            "Image-space boxes, spatial_scale=1",
+            f"Image-pixel boxes with spatial_scale left at its default 1.0: the region is {_fmt(s)}x too large "
+            "and mostly off the map, where samples read 0.",
+            b,
+            1.0,
+            call.format(scale="1.0", aligned=al),
+        ),
+        roi(
+            VariantKind.WRONG_STRIDE_X2,
+            "Stride x2",
+            f"spatial_scale = 1/{_fmt(2 * s)} on a stride-{_fmt(s)} map (e.g. the C5 scale used on C4): "
+            "the region shrinks towards the origin by 2x.",
+            b,
+            scale / 2,
+            call.format(scale=f"1/{_fmt(2 * s)}", aligned=al),
+        ),
+        roi(
+            VariantKind.WRONG_STRIDE_HALF,
+            "Stride x1/2",
+            f"spatial_scale = 1/{_fmt(s / 2)} on a stride-{_fmt(s)} map (e.g. the C3 scale used on C4): "
+            "the region doubles away from the origin and may leave the map.",
+            b,
+            scale * 2,
+            call.format(scale=f"1/{_fmt(s / 2)}", aligned=al),
+        ),
+        roi(
+            VariantKind.YX_SWAPPED,
+            "y/x swapped",
+            "Boxes in TensorFlow order (y1, x1, y2, x2) passed where roi_align wants (x1, y1, x2, y2): "
+            "the region is mirrored across the diagonal.",
+            b[:, [1, 0, 3, 2]],
+            scale,
+            "boxes = boxes[:, [1, 0, 3, 2]]  # yxyx from a TF pipeline\n    " + call.format(scale=sc, aligned=al),
+        ),
+        roi(
+            VariantKind.NORMALIZED_AS_PIXELS,
+            "Normalized boxes as pixels",
+            "Boxes normalized to [0, 1] by the image size passed as if they were pixels: the region collapses "
+            "into the top-left cell.",
+            b / wh,
+            scale,
+            f"boxes = boxes / torch.tensor([{img_w}, {img_h}, {img_w}, {img_h}])  # normalized\n    "
+            + call.format(scale=sc, aligned=al),
+        ),
+        tf(
+            VariantKind.PIXELS_AS_NORMALIZED,
+            "Pixel boxes as normalized (TF)",
+            f"Pixel boxes (y1, x1, y2, x2) given to crop_and_resize, which wants them normalized: it samples at "
+            f"y * (h - 1), pixel coordinates times {feat_h - 1}, far off the {feat_h}x{feat_w} map, so the crop is "
+            "extrapolation_value (0).",
+            b[:, [1, 0, 3, 2]],
+            f"crop_and_resize(features, boxes_yxyx_pixels, box_indices, crop_size=({ph}, {pw}))",
+        ),
+        roi(
+            VariantKind.DOUBLE_SCALED,
+            "Scaled twice",
+            f"Boxes already divided by the stride and spatial_scale = {sc} as well: scaled by 1/{_fmt(s * s)}, "
+            "the region shrinks into the top-left corner.",
+            b / s,
+            scale,
+            f"boxes = boxes / {_fmt(s)}  # to feature px\n    " + call.format(scale=sc, aligned=al),
+        ),
+        roi(
+            VariantKind.ALIGNED_MISMATCH,
+            f"aligned={nal}",
+            f"aligned={nal} where the pipeline (and the head's training) uses aligned={al}: the region moves half "
+            f"a cell ({_fmt(s / 2)} image px) "
+            + ("right and down" if aligned else "left and up, onto the box but not where the head learned to look")
+            + (", and boxes under one cell are stretched to one cell." if aligned else "."),
+            b,
+            scale,
+            call.format(scale=sc, aligned=nal),
+            use_aligned=not aligned,
+        ),
+        tf(
+            VariantKind.TF_CROP_AND_RESIZE,
+            "TF crop_and_resize (Matterport)",
+            f"Boxes normalized by (size - 1) and cropped from the feature map with crop_and_resize, which samples "
+            f"corner-aligned at y * (h - 1): the map's corners are taken to be the image's corner pixels, so "
+            f"coordinates are scaled by {feat_w - 1}/{img_w - 1} instead of 1/{_fmt(s)} with no half-pixel shift, "
+            "and the samples span the box edge to edge instead of bin centres.",
+            tf_boxes,
+            f"boxes = boxes_yxyx / [{img_h} - 1, {img_w} - 1, {img_h} - 1, {img_w} - 1]\n    "
+            f"tf.image.crop_and_resize(features, boxes, box_indices, crop_size=({ph}, {pw}))",
+        ),
+        roi(
+            VariantKind.NON_DIVISIBLE_STRIDE,
+            "Scale from measured sizes",
+            nd_words,
+            b,
+            measured,
+            "spatial_scale = features.shape[-1] / image.shape[-1]\n    "
+            + call.format(scale="spatial_scale", aligned=al),
+        ),
+    ]

@@ -1,0 +1,527 @@
+"""Feature geometry and variants. Oracles: torchvision's ResNet (on the meta device: shapes only),
+torchvision.ops.roi_align on coordinate-ramp and all-ones maps (where the samples really land and
+which of them read zero), roi_lab's crop_and_resize (tested against TF fixtures by its owner), and
+hand formulas for each bug."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torchvision
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from roi_lab.boxes import to_rois
+from roi_lab.errors import InputValueError
+from roi_lab.geometry import (
+    FeatureGeometry,
+    Variant,
+    VariantKind,
+    box_iou_pairwise,
+    feature_geometry,
+    make_variants,
+    resnet_feature_size,
+)
+
+K = VariantKind
+
+
+# ------------------------------------------------------------------------------------------------
+# Feature geometry
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def resnet_stages():
+    """torchvision ResNet-50 on the meta device: real shapes, no arithmetic."""
+    m = torchvision.models.resnet50(weights=None).to("meta").eval()
+
+    def run(h: int, w: int) -> dict[int, tuple[int, int]]:
+        x = torch.zeros(1, 3, h, w, device="meta")
+        x = m.maxpool(m.relu(m.bn1(m.conv1(x))))
+        out = {}
+        for stride, layer in zip((4, 8, 16, 32), (m.layer1, m.layer2, m.layer3, m.layer4), strict=True):
+            x = layer(x)
+            out[stride] = tuple(x.shape[-2:])
+        return out
+
+    return run
+
+
+def test_resnet_feature_size_issue_example(resnet_stages):
+    assert resnet_stages(800, 1000)[16] == (50, 63)  # the issue's example, from the real model
+    assert resnet_feature_size((800, 1000), 16) == (50, 63)
+
+
+@pytest.mark.parametrize("size", [(800, 1000), (333, 517), (224, 224), (97, 1), (1, 65), (600, 1001)])
+def test_resnet_feature_size_matches_torchvision(resnet_stages, size):
+    real = resnet_stages(*size)
+    for stride in (4, 8, 16, 32):
+        assert resnet_feature_size(size, stride) == real[stride], (size, stride)
+
+
+def test_resnet_feature_size_errors():
+    with pytest.raises(InputValueError, match="power-of-two integer stride"):
+        resnet_feature_size(100, 12)
+    with pytest.raises(InputValueError, match=r"resnet_feature_size\(image_size=\.\.\.\)"):
+        resnet_feature_size((0, 10), 16)
+
+
+def test_feature_geometry_issue_example():
+    g = feature_geometry((800, 1000), stride=16)
+    assert isinstance(g, FeatureGeometry)
+    assert g.feature_size == (50, 63)
+    assert g.nominal_stride == (16.0, 16.0)
+    assert g.effective_stride == (16.0, 1000 / 63)
+    assert g.divisible is False
+    assert g.drift_px == (0.0, 8.0)  # 63 * 16 = 1008 vs 1000
+    assert g.spatial_scale == 1 / 16
+
+
+def test_feature_geometry_infers_nominal_stride_like_multiscale_roialign():
+    from torchvision.ops.poolers import _infer_scale
+
+    for image, feat in [((800, 1000), (50, 63)), ((800, 1000), (25, 32)), ((512, 512), (128, 128))]:
+        g = feature_geometry(image, feat)
+        tv = _infer_scale(torch.zeros(1, 1, *feat), list(image))
+        assert g.spatial_scale == tv
+    g = feature_geometry((512, 768), (64, 96))
+    assert g.divisible and g.drift_px == (0.0, 0.0) and g.effective_stride == (8.0, 8.0)
+    aniso = feature_geometry((100, 100), (25, 50), stride=(4, 2))
+    assert aniso.spatial_scale == (0.25, 0.5) and aniso.divisible
+
+
+def test_feature_geometry_errors():
+    with pytest.raises(InputValueError, match="feature_size, or a stride to derive it"):
+        feature_geometry((100, 100))
+    with pytest.raises(InputValueError, match="power-of-two stride"):
+        feature_geometry((100, 100), stride=12)
+    with pytest.raises(InputValueError, match="features.shape"):
+        feature_geometry((100, 100), (0, 3))
+
+
+# ------------------------------------------------------------------------------------------------
+# Variants: shared oracles
+# ------------------------------------------------------------------------------------------------
+
+CONFIGS = {
+    # name: (boxes_image, image_size, feature_size, stride, kwargs)
+    "divisible": (
+        torch.tensor([[130.0, 200.0, 300.0, 260.0], [260.0, 140.0, 500.0, 380.0], [400.0, 330.0, 440.0, 370.0]]),
+        (400, 512),
+        (25, 32),
+        16,
+        {},
+    ),
+    "resnet_1000": (
+        torch.tensor([[150.0, 140.0, 420.0, 600.0], [700.0, 300.0, 1000.0, 800.0]]),
+        (800, 1000),
+        (50, 63),
+        16,
+        {"output_size": (3, 4), "sampling_ratio": 3},
+    ),
+    "legacy_unaligned": (
+        torch.tensor([[160.0, 132.0, 168.0, 136.0], [300.0, 200.0, 420.0, 330.0]]),
+        (400, 512),
+        (50, 64),
+        8,
+        {"aligned": False},
+    ),
+    "adaptive": (
+        torch.tensor([[150.0, 150.0, 260.0, 300.0], [300.0, 200.0, 330.0, 215.0]]),
+        (400, 512),
+        (50, 64),
+        8,
+        {"sampling_ratio": 0, "output_size": 2},
+    ),
+}
+
+
+def variants_of(name: str, **override) -> dict[VariantKind, Variant]:
+    boxes, image, feat, stride, kwargs = CONFIGS[name]
+    vs = make_variants(boxes, image_size=image, feature_size=feat, stride=stride, **{**kwargs, **override})
+    return {v.kind: v for v in vs}
+
+
+def ramp_maps(h: int, w: int) -> torch.Tensor:
+    """[1, 2, h, w] with channel 0 = x (column index) and channel 1 = y (row index), float64."""
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    return torch.stack([xs, ys])[None]
+
+
+def bin_means(v: Variant, k: int) -> torch.Tensor:
+    """Mean (x, y) of box k's samples per bin, [PH, PW, 2], from the variant's points."""
+    ph, pw = v.output_size
+    n = int(v.num_points[k])
+    return v.points_feature[k, :n].double().reshape(ph, pw, -1, 2).mean(2)
+
+
+def run_torchvision(v: Variant, features: torch.Tensor) -> torch.Tensor:
+    rois = to_rois(v.boxes_passed.to(features.dtype), v.batch_index)
+    return torchvision.ops.roi_align(features, rois, v.output_size, **v.op_kwargs)
+
+
+# ------------------------------------------------------------------------------------------------
+# Variants: the general contract
+# ------------------------------------------------------------------------------------------------
+
+
+def test_order_fields_and_shapes():
+    vs = make_variants(
+        CONFIGS["divisible"][0], image_size=(400, 512), feature_size=(25, 32), stride=16, output_size=(3, 5)
+    )
+    assert [v.kind for v in vs] == list(VariantKind)
+    assert vs[0].kind is K.CORRECT
+    for v in vs:
+        assert v.op in ("roi_align", "crop_and_resize")
+        assert v.boxes_passed.shape == v.boxes_feature.shape == v.region_image.shape == (3, 4)
+        p = 3 * 5 * 4 if v.op == "roi_align" else 3 * 5
+        assert v.points_feature.shape == v.points_image.shape == (3, p, 2)
+        assert v.outside_fraction.shape == v.iou.shape == (3,)
+        assert v.title and v.code and v.code in v.description
+        assert ((v.outside_fraction >= 0) & (v.outside_fraction <= 1)).all()
+    assert vs[0].op_kwargs == {"spatial_scale": 1 / 16, "sampling_ratio": 2, "aligned": True}
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_roi_align_points_match_ramp_pooling(name):
+    """Pool x/y ramps with torchvision: every bin's value is the mean of its sample positions wherever the
+    samples stay inside [0, size - 1] (bilinear is exact on a linear map). Uses a map big enough for all."""
+    checked = 0
+    for v in variants_of(name).values():
+        if v.op != "roi_align":
+            continue
+        pts = v.points_feature[~torch.isnan(v.points_feature[..., 0])]
+        size = int(max(pts.max().item(), 1)) + 3
+        pooled = run_torchvision(v, ramp_maps(size, size))  # [K, 2, PH, PW]
+        for k in range(len(v.boxes_passed)):
+            if int(v.num_points[k]) == 0:
+                continue
+            means = bin_means(v, k)  # [PH, PW, 2]
+            ph, pw = v.output_size
+            per_bin = v.points_feature[k, : int(v.num_points[k])].reshape(ph, pw, -1, 2)
+            inside = ((per_bin >= 0) & (per_bin <= size - 1)).all(-1).all(-1)  # [PH, PW]
+            got = pooled[k].permute(1, 2, 0)  # [PH, PW, 2]
+            torch.testing.assert_close(got[inside], means[inside], atol=2e-5, rtol=1e-6)
+            checked += int(inside.sum())
+    assert checked > 50
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_outside_fraction_matches_pooling_ones(name):
+    """On an all-ones map of the real size a bin pools the share of its samples that read a value;
+    1 - mean over bins is the share that fell outside (every bin has the same number of samples)."""
+    boxes, image, feat, stride, kwargs = CONFIGS[name]
+    for v in variants_of(name).values():
+        if v.op == "roi_align":
+            pooled = run_torchvision(v, torch.ones(1, 1, *feat, dtype=torch.float64))
+        else:
+            from roi_lab import crop_and_resize
+
+            pooled = crop_and_resize(
+                torch.ones(1, 1, *feat), v.boxes_passed, v.op_kwargs["box_indices"], v.output_size
+            ).double()
+        expected = 1 - pooled.mean((1, 2, 3))
+        has = v.num_points > 0
+        torch.testing.assert_close(v.outside_fraction[has].double(), expected[has], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_crop_and_resize_points_match_ramp(name):
+    """crop_and_resize on x/y ramps of the real map size returns each sample's position (or 0 outside)."""
+    from roi_lab import crop_and_resize
+
+    boxes, image, feat, stride, kwargs = CONFIGS[name]
+    for v in variants_of(name).values():
+        if v.op != "crop_and_resize":
+            continue
+        ramp = ramp_maps(*feat).float() + 1000  # +1000: a 0 can only be extrapolation
+        out = crop_and_resize(ramp, v.boxes_passed, v.op_kwargs["box_indices"], v.output_size)  # [K, 2, CH, CW]
+        got = out.permute(0, 2, 3, 1).reshape(len(boxes), -1, 2) - 1000
+        inside = (out.permute(0, 2, 3, 1).reshape(len(boxes), -1, 2) != 0).all(-1)
+        pts = v.points_feature
+        x, y = pts[..., 0], pts[..., 1]
+        in_range = (x >= 0) & (x <= feat[1] - 1) & (y >= 0) & (y <= feat[0] - 1)
+        assert torch.equal(inside, in_range)
+        torch.testing.assert_close(got[inside], pts[inside], atol=2e-3, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_points_image_is_the_pixel_centre_mapping(name):
+    for v in variants_of(name).values():
+        s = torch.tensor(v.stride[::-1])
+        torch.testing.assert_close(v.points_image, (v.points_feature + 0.5) * s, equal_nan=True)
+        torch.testing.assert_close(v.region_image, (v.boxes_feature + 0.5) * s.repeat(2))
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    stride=st.sampled_from([4, 8, 16, 32]),
+    h=st.integers(33, 1200),
+    w=st.integers(33, 1200),
+    sampling_ratio=st.integers(-1, 3),
+    data=st.data(),
+)
+def test_correct_is_exact_and_inside(stride, h, w, sampling_ratio, data):
+    x1 = data.draw(st.floats(0, w - 2))
+    y1 = data.draw(st.floats(0, h - 2))
+    x2 = data.draw(st.floats(x1 + 1, w))
+    y2 = data.draw(st.floats(y1 + 1, h))
+    boxes = torch.tensor([[x1, y1, x2, y2]])  # float32
+    feat = resnet_feature_size((h, w), stride)
+    v = make_variants(boxes, image_size=(h, w), feature_size=feat, stride=stride, sampling_ratio=sampling_ratio)[0]
+    assert v.kind is K.CORRECT
+    torch.testing.assert_close(v.region_image, boxes, atol=1e-3, rtol=1e-5)
+    assert v.iou.item() == pytest.approx(1.0, abs=1e-5)
+    assert v.outside_fraction.item() == 0.0
+
+
+# ------------------------------------------------------------------------------------------------
+# Variants: each kind, positive and negative
+# ------------------------------------------------------------------------------------------------
+
+
+def test_image_space_boxes():
+    vs = variants_of("divisible")
+    v = vs[K.IMAGE_SPACE_BOXES]
+    assert v.op_kwargs["spatial_scale"] == 1.0
+    assert (v.outside_fraction > 0.5).all() and (v.iou < 0.05).all()
+    torch.testing.assert_close(v.boxes_feature, CONFIGS["divisible"][0] - 0.5)
+    # negative: on a stride-1 map (features at image resolution) spatial_scale=1 is right
+    boxes = CONFIGS["divisible"][0]
+    same = {x.kind: x for x in make_variants(boxes, image_size=(400, 512), feature_size=(400, 512), stride=1)}
+    torch.testing.assert_close(same[K.IMAGE_SPACE_BOXES].points_feature, same[K.CORRECT].points_feature)
+    assert (same[K.IMAGE_SPACE_BOXES].outside_fraction == 0).all()
+
+
+def test_wrong_strides():
+    boxes = CONFIGS["divisible"][0]
+    vs = variants_of("divisible")
+    x2, half = vs[K.WRONG_STRIDE_X2], vs[K.WRONG_STRIDE_HALF]
+    assert x2.op_kwargs["spatial_scale"] == 1 / 32 and half.op_kwargs["spatial_scale"] == 1 / 8
+    torch.testing.assert_close(x2.region_image, boxes / 2)  # aligned: (x / 32 - 0.5 + 0.5) * 16
+    torch.testing.assert_close(half.region_image, boxes * 2)
+    assert (x2.iou < 0.9).all() and (half.iou < 0.9).all()
+    assert half.outside_fraction[1] > 0 and x2.outside_fraction.max() == 0
+    # negative: a box at the origin is only resized, still overlapping its intended self
+    at_origin = {
+        v.kind: v for v in make_variants([[0, 0, 64, 64]], image_size=(256, 256), feature_size=(16, 16), stride=16)
+    }
+    assert at_origin[K.WRONG_STRIDE_X2].iou.item() == pytest.approx(0.25)
+
+
+def test_yx_swapped():
+    vs = variants_of("divisible")
+    v = vs[K.YX_SWAPPED]
+    boxes = CONFIGS["divisible"][0]
+    torch.testing.assert_close(v.boxes_passed, boxes[:, [1, 0, 3, 2]])
+    torch.testing.assert_close(v.region_image, boxes[:, [1, 0, 3, 2]])
+    assert (v.iou < 0.5).all()
+    # negative: a square box on the diagonal does not care
+    sym = make_variants([[100, 100, 200, 200]], image_size=(400, 400), feature_size=(25, 25), stride=16)
+    assert sym[4].kind is K.YX_SWAPPED and sym[4].iou.item() == pytest.approx(1.0)
+
+
+def test_normalized_as_pixels():
+    v = variants_of("divisible")[K.NORMALIZED_AS_PIXELS]
+    boxes = CONFIGS["divisible"][0]
+    torch.testing.assert_close(v.boxes_passed, boxes / torch.tensor([512, 400, 512, 400]))
+    # the whole region sits inside the first cell of the image
+    assert (v.region_image >= 0).all() and (v.region_image <= 16).all()
+    assert (v.iou == 0).all()
+    assert (v.outside_fraction == 0).all()  # it reads cell 0, a real value: silently wrong
+
+
+def test_pixels_as_normalized():
+    v = variants_of("divisible")[K.PIXELS_AS_NORMALIZED]
+    boxes = CONFIGS["divisible"][0]
+    assert v.op == "crop_and_resize"
+    torch.testing.assert_close(v.boxes_passed, boxes[:, [1, 0, 3, 2]])
+    assert (v.outside_fraction == 1).all() and (v.iou == 0).all()
+    # by hand: first sample at y1 * (h - 1), x1 * (w - 1)
+    torch.testing.assert_close(v.points_feature[0, 0], torch.tensor([130.0 * 31, 200.0 * 24]))
+    # negative: a box within the first pixel really is inside [0, 1] and stays on the map
+    tiny = make_variants([[0, 0, 0.5, 0.5]], image_size=(400, 512), feature_size=(25, 32), stride=16)
+    assert tiny[6].kind is K.PIXELS_AS_NORMALIZED and tiny[6].outside_fraction.item() == 0
+
+
+def test_double_scaled():
+    vs = variants_of("divisible")
+    v = vs[K.DOUBLE_SCALED]
+    boxes = CONFIGS["divisible"][0]
+    torch.testing.assert_close(v.boxes_passed, boxes / 16)
+    torch.testing.assert_close(v.region_image, boxes / 16)  # scaled by 1/256 in feature px
+    assert (v.iou < 0.01).all()
+    # negative: stride 1 makes dividing by it harmless
+    same = make_variants(boxes, image_size=(400, 512), feature_size=(400, 512), stride=1)
+    assert same[7].kind is K.DOUBLE_SCALED
+    torch.testing.assert_close(same[7].region_image, same[0].region_image)
+
+
+def test_aligned_mismatch():
+    boxes = CONFIGS["divisible"][0]
+    v = variants_of("divisible")[K.ALIGNED_MISMATCH]
+    assert v.op_kwargs["aligned"] is False
+    torch.testing.assert_close(v.region_image, boxes + 8)  # half a cell right and down
+    assert (v.iou < 1).all() and (v.iou > 0.4).all()
+    # the unaligned min-size clamp: the 8 x 4 px box (1 x 0.5 cells at stride 8) becomes a full cell
+    legacy = variants_of("legacy_unaligned")
+    correct = legacy[K.CORRECT]
+    assert correct.op_kwargs["aligned"] is False
+    torch.testing.assert_close(correct.boxes_feature[0], torch.tensor([20.0, 16.5, 21.0, 17.5]))
+    # negative: with the legacy setting as "correct", flipping it to aligned=True hits the box exactly
+    flipped = legacy[K.ALIGNED_MISMATCH]
+    assert flipped.op_kwargs["aligned"] is True
+    torch.testing.assert_close(flipped.region_image, CONFIGS["legacy_unaligned"][0])
+    assert (correct.iou < 1).all()
+
+
+def test_tf_crop_and_resize_region_by_hand():
+    boxes, (img_h, img_w), (h, w), s, _ = CONFIGS["resnet_1000"]
+    v = variants_of("resnet_1000")[K.TF_CROP_AND_RESIZE]
+    assert v.op == "crop_and_resize" and v.op_kwargs["crop_size"] == (3, 4)
+    assert v.op_kwargs["box_indices"].dtype == torch.int32
+    x1, y1, x2, y2 = boxes.double().unbind(1)
+    fx, fy = (w - 1) / (img_w - 1), (h - 1) / (img_h - 1)
+    expected_feature = torch.stack([x1 * fx, y1 * fy, x2 * fx, y2 * fy], 1)
+    torch.testing.assert_close(v.boxes_feature.double(), expected_feature, atol=1e-5, rtol=1e-6)
+    torch.testing.assert_close(v.region_image.double(), (expected_feature + 0.5) * s, atol=1e-4, rtol=1e-6)
+    # first and last samples sit on the region's corners (corner-aligned), 4 columns evenly spaced
+    torch.testing.assert_close(v.points_feature[:, 0], v.boxes_feature[:, :2])
+    torch.testing.assert_close(v.points_feature[:, -1], v.boxes_feature[:, 2:])
+    assert (v.iou < 0.99).all() and (v.iou > 0.8).all()
+    # box 1 ends at the image's far corner (1000, 800): 1000 / 999 * 62 > 62 and 800 / 799 * 49 > 49, so the
+    # last column (3 samples) and the last row (4) fall off the map: 6 of 12 read extrapolation_value
+    assert v.outside_fraction.tolist() == [0.0, 0.5]
+    # negative: ROIAlign's CORRECT region for the same boxes is exact
+    assert variants_of("resnet_1000")[K.CORRECT].iou.min() > 0.9999
+
+
+def test_non_divisible_stride():
+    vs = variants_of("resnet_1000")
+    v = vs[K.NON_DIVISIBLE_STRIDE]
+    assert v.op_kwargs["spatial_scale"] == 63 / 1000
+    # a box ending at the far edge x = 1000 ends 8 px too far (63 * 16 = 1008), by hand
+    assert v.region_image[1, 2].item() == pytest.approx(1000 * 63 / 1000 * 16)
+    assert v.region_image[1, 2].item() == pytest.approx(1008.0)
+    assert (v.iou < 0.99).all()
+    assert "8 px over the right edge" in v.description
+    # negative: divisible image, the variant equals CORRECT and says so
+    div = variants_of("divisible")
+    same, correct = div[K.NON_DIVISIBLE_STRIDE], div[K.CORRECT]
+    assert same.op_kwargs == correct.op_kwargs
+    for name in ("boxes_feature", "region_image", "points_feature", "outside_fraction", "iou"):
+        assert torch.equal(getattr(same, name), getattr(correct, name)), name
+    assert "identical to CORRECT" in same.description
+
+
+def test_adaptive_grid_pads_with_nan():
+    v = variants_of("adaptive")[K.CORRECT]
+    # box 0: 110 x 150 px at stride 8 -> roi 13.75 x 18.75 cells, 2 x 2 bins -> grid ceil(6.875)=7 x ceil(9.375)=10
+    assert v.num_points.tolist() == [2 * 2 * 7 * 10, 2 * 2 * 2 * 1]
+    assert v.points_feature.shape == (2, 280, 2)
+    assert torch.isnan(v.points_feature[1, 8:]).all() and not torch.isnan(v.points_feature[1, :8]).any()
+
+
+def test_apply_matches_torchvision_and_crop_and_resize():
+    from roi_lab import crop_and_resize
+
+    torch.manual_seed(0)
+    for name in ("divisible", "resnet_1000"):
+        _, _, feat, _, _ = CONFIGS[name]
+        features = torch.randn(2, 3, *feat)
+        for v in variants_of(name, batch_index=1).values():
+            got = v.apply(features)
+            if v.op == "roi_align":
+                expected = run_torchvision(v, features)
+            else:
+                expected = crop_and_resize(
+                    features, v.boxes_passed, torch.ones(len(v.boxes_passed), dtype=torch.int32), v.output_size
+                )
+            torch.testing.assert_close(got, expected)
+            assert v.apply(features, 2).shape[-2:] == (2, 2)
+
+
+def test_apply_to_image_matches_the_features_on_a_linear_image():
+    """Average-pool a linear image into a stride-16 map: a feature sample at p then holds the image value at
+    (p + 0.5) * 16 (pixel-centre convention), so per bin the feature crop and the image crop agree wherever
+    both stay inside: evidence that region_image / points_image are the real image positions."""
+    boxes = torch.tensor([[100.0, 60.0, 300.0, 250.0], [40.0, 200.0, 200.0, 380.0]])
+    img_h, img_w, s = 400, 512, 16
+    ys, xs = torch.meshgrid(
+        torch.arange(img_h, dtype=torch.float64), torch.arange(img_w, dtype=torch.float64), indexing="ij"
+    )
+    image = torch.stack([xs, ys, 0.3 * xs + 0.7 * ys])[None]  # value = pixel-centre index
+    features = torch.nn.functional.avg_pool2d(image, s)  # [1, 3, 25, 32]
+    vs = make_variants(boxes, image_size=(img_h, img_w), feature_size=(25, 32), stride=s, output_size=4)
+    checked = 0
+    for v in vs:
+        pts = v.points_feature
+        if not ((pts >= 0).all() and (pts[..., 0] <= 31).all() and (pts[..., 1] <= 24).all()):
+            continue  # clamping at the border differs between map and image
+        a, b = v.apply(features), v.apply_to_image(image)  # [K, 3, 4, 4]
+        torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-6, msg=v.kind.value)
+        checked += 1
+    assert checked >= 5  # CORRECT, stride x2, swapped, aligned mismatch, TF, non-divisible...
+
+
+def test_apply_to_image_shows_zero_off_image():
+    boxes = torch.tensor([[300.0, 200.0, 500.0, 390.0]])
+    image = torch.rand(1, 3, 400, 512)
+    v = {x.kind: x for x in make_variants(boxes, image_size=(400, 512), feature_size=(25, 32), stride=16)}
+    off = v[K.IMAGE_SPACE_BOXES].apply_to_image(image, 5)
+    assert off.shape == (1, 3, 5, 5) and (off == 0).all()
+    on = v[K.CORRECT].apply_to_image(image, 5)
+    assert (on != 0).all()
+    assert (v[K.PIXELS_AS_NORMALIZED].apply_to_image(image, 3) == 0).all()
+
+
+def test_make_variants_errors():
+    good = {"image_size": (100, 100), "feature_size": (7, 7), "stride": 16}
+    with pytest.raises(InputValueError, match="one stride for both axes"):
+        make_variants([[0, 0, 1, 1]], **{**good, "stride": (16, 8)})
+    with pytest.raises(InputValueError, match=r"make_variants\(batch_index=\.\.\.\) expects a non-negative int"):
+        make_variants([[0, 0, 1, 1]], **good, batch_index=-1)
+    with pytest.raises(InputValueError, match="sampling_ratio=2"):
+        make_variants([[0, 0, 1, 1]], **good, sampling_ratio=2.5)
+    with pytest.raises(InputValueError, match=r"output_size"):
+        make_variants([[0, 0, 1, 1]], **good, output_size=0)
+    with pytest.raises(ValueError, match=r"make_variants\(boxes_image=\.\.\.\).*finite"):
+        make_variants([[0, 0, math.inf, 1]], **good)
+    assert [len(v.iou) for v in make_variants(torch.zeros(0, 4), **good)] == [0] * len(VariantKind)
+
+
+def test_box_iou_pairwise_matches_torchvision():
+    a = torch.rand(20, 2) * 50
+    a = torch.cat([a, a + torch.rand(20, 2) * 30 + 0.1], 1)
+    b = torch.rand(20, 2) * 50
+    b = torch.cat([b, b + torch.rand(20, 2) * 30 + 0.1], 1)
+    torch.testing.assert_close(box_iou_pairwise(a, b), torchvision.ops.box_iou(a, b).diagonal())
+
+
+def test_accepts_numpy_and_torch_sizes():
+    import numpy as np
+
+    boxes = np.array([[10, 20, 100, 120]], dtype=np.int64)
+    vs = make_variants(
+        boxes,
+        image_size=np.array([256, 256])[[0, 1]].tolist(),
+        feature_size=torch.Size([16, 16]),
+        stride=np.int64(16),
+        sampling_ratio=np.int64(2),
+        batch_index=np.int64(0),
+    )
+    assert vs[0].iou.item() == pytest.approx(1.0)
+    assert resnet_feature_size(np.int64(1000), 16.0) == 63
+
+
+@pytest.mark.cuda
+def test_apply_on_cuda_matches_cpu():
+    boxes, image, feat, stride, kwargs = CONFIGS["resnet_1000"]
+    features = torch.randn(1, 3, *feat)
+    img = torch.rand(1, 3, *image)
+    for v in make_variants(boxes, image_size=image, feature_size=feat, stride=stride, **kwargs):
+        torch.testing.assert_close(v.apply(features.cuda()).cpu(), v.apply(features), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(v.apply_to_image(img.cuda()).cpu(), v.apply_to_image(img), atol=1e-5, rtol=1e-5)
