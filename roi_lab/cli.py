@@ -1,14 +1,23 @@
-"""``roi-lab`` command line: ``app``, ``diagnose``, ``explain``, ``bench``."""
+"""``roi-lab`` command line: ``app``, ``diagnose``, ``explain``, ``bench``.
+
+Exit status: ``diagnose`` 0 when no finding is an error, 1 when one is (so CI can run it), 2 when BOXES or
+--box-indices cannot be read; ``explain`` 0 when the text is explained, 3 when it is not recognised, 2 when
+FILE cannot be read. argparse usage errors exit 2 too.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 APP = Path(__file__).resolve().parent.parent / "streamlit_app.py"
+
+EXIT_OK, EXIT_FINDINGS, EXIT_UNREADABLE, EXIT_NOT_RECOGNISED = 0, 1, 2, 3
 
 
 def _cmd_app(args: argparse.Namespace) -> int:
@@ -24,6 +33,104 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return subprocess.call([sys.executable, str(bench), *args.bench_args])
 
 
+class _Unreadable(Exception):
+    """An input file that cannot be read; the CLI prints the message and exits 2."""
+
+
+def _read_text(path: str) -> str:
+    if path == "-":
+        return sys.stdin.read()
+    try:
+        return Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise _Unreadable(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _load_json(path: str, what: str) -> Any:
+    text = _read_text(path)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _Unreadable(
+            f"{what} {path} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+
+
+def _load_boxes(path: str, image_size: tuple[int, int]) -> tuple[Any, Any]:
+    """Read BOXES: a JSON array, {"boxes": [...], "box_indices": [...]}, or a COCO / VOC / YOLO / roi-lab file.
+
+    Box files (read by :func:`roi_lab.boxes.read_boxes`) hold one image's boxes in image pixels; they are
+    returned as ``[boxes_image]``, the list-of-Tensor[L, 4] form of roi_align.
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix in {".xml", ".txt"}:
+        return _read_box_file(path, image_size), None
+    data = _load_json(path, "BOXES")
+    if isinstance(data, list) and not (data and isinstance(data[0], dict)):
+        return data, None  # a bare array of boxes
+    if isinstance(data, dict) and "boxes" in data and not {"format", "space"} & data.keys():
+        return data["boxes"], data.get("box_indices")
+    return _read_box_file(path, image_size), None  # COCO (dict or list of annotations) or roi-lab JSON
+
+
+def _read_box_file(path: str, image_size: tuple[int, int]) -> list[Any]:
+    from roi_lab.boxes import read_boxes
+    from roi_lab.errors import RoiLabError
+
+    try:
+        return [read_boxes(Path(path), image_size=image_size).boxes_image]
+    except (RoiLabError, OSError) as exc:
+        raise _Unreadable(f"cannot read boxes from {path}: {exc}") from None
+
+
+def _cmd_diagnose(args: argparse.Namespace) -> int:
+    from roi_lab.diagnose import diagnose, has_errors
+
+    image_size = (args.image_size[0], args.image_size[1])
+    try:
+        boxes, box_indices = _load_boxes(args.boxes, image_size)
+        if args.box_indices is not None:
+            box_indices = _load_json(args.box_indices, "--box-indices")
+    except _Unreadable as exc:
+        print(f"roi-lab diagnose: {exc}", file=sys.stderr)
+        return EXIT_UNREADABLE
+    findings = diagnose(
+        boxes,
+        image_size=image_size,
+        features=tuple(args.features),
+        op=args.op,
+        spatial_scale=args.spatial_scale,
+        box_indices=box_indices,
+    )
+    failed = has_errors(findings)
+    if args.format == "json":
+        print(json.dumps({"op": args.op, "has_errors": failed, "findings": [f.to_dict() for f in findings]}, indent=2))
+    elif not findings:
+        print(f"OK: nothing looks wrong with these boxes for {args.op}.")
+    else:
+        print("\n".join(str(f) for f in findings))
+    return EXIT_FINDINGS if failed else EXIT_OK
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from roi_lab.explain import explain_error
+
+    try:
+        text = _read_text(args.file)
+    except _Unreadable as exc:
+        print(f"roi-lab explain: {exc}", file=sys.stderr)
+        return EXIT_UNREADABLE
+    explanation = explain_error(text)
+    if args.format == "json":
+        print(json.dumps(explanation.to_dict() if explanation else None, indent=2))
+    elif explanation is None:
+        print("Not recognised: this does not look like an ROI pooling input error that roi-lab knows.")
+    else:
+        e = explanation
+        print(f"{e.code} ({e.framework})\n  matched: {e.matched}\n  cause: {e.cause}\n  fix: {e.fix}")
+    return EXIT_OK if explanation else EXIT_NOT_RECOGNISED
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="roi-lab", description="Debug what reaches ROIAlign / CropAndResize: boxes, spaces, strides."
@@ -32,6 +139,50 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("app", help="start the Streamlit app (extra arguments go to `streamlit run`)")
     p.add_argument("streamlit_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=_cmd_app)
+    p = sub.add_parser(
+        "diagnose",
+        help="check boxes before they reach roi_align / crop_and_resize (exit 1 on an error finding)",
+        description="Report what looks wrong with boxes for roi_align or crop_and_resize: columns, spaces, "
+        "strides, out-of-bounds, batch indices.",
+        epilog='BOXES: a JSON array of K boxes of 4 or 5 numbers, or {"boxes": [...], "box_indices": [...]}, '
+        "or a COCO / Pascal VOC (.xml) / YOLO (.txt) / roi-lab JSON box file (one image, pixel boxes, "
+        "checked as [boxes]). Exit status: 0 no error finding, 1 at least one error finding, 2 unreadable "
+        "input.",
+    )
+    p.add_argument("boxes", metavar="BOXES.json", help="the boxes file")
+    p.add_argument(
+        "--image-size", nargs=2, type=int, required=True, metavar=("H", "W"), help="the image the boxes refer to"
+    )
+    p.add_argument(
+        "--features",
+        nargs=4,
+        type=int,
+        required=True,
+        metavar=("N", "C", "H", "W"),
+        help="shape of the feature map the op pools from",
+    )
+    p.add_argument("--op", choices=("roi_align", "crop_and_resize"), default="roi_align")
+    p.add_argument(
+        "--spatial-scale",
+        type=float,
+        default=None,
+        metavar="S",
+        help="roi_align's spatial_scale (default: torchvision's 1.0)",
+    )
+    p.add_argument("--box-indices", metavar="FILE", help="JSON array with crop_and_resize's image index per box")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.set_defaults(func=_cmd_diagnose)
+    p = sub.add_parser(
+        "explain",
+        help="explain an ROI pooling error message or traceback (from FILE or stdin)",
+        description="Explain an error message or a whole traceback from torchvision roi_align/roi_pool, "
+        "TensorFlow crop_and_resize, onnxruntime RoiAlign / ONNX, mmcv or detectron2 poolers.",
+        epilog="Exit status: 0 explained, 3 not recognised (not an ROI pooling input error roi-lab knows), "
+        "2 unreadable FILE.",
+    )
+    p.add_argument("file", nargs="?", default="-", metavar="FILE", help="file with the error text; - or none: stdin")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.set_defaults(func=_cmd_explain)
     p = sub.add_parser("bench", help="run benchmarks/bench_roi_align.py (extra arguments go to it)")
     p.add_argument("bench_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=_cmd_bench)
