@@ -37,12 +37,23 @@ _EXPORTS: dict[str, str] = {
     # findings
     "diagnose": "roi_lab.diagnose",
     "Finding": "roi_lab.diagnose",
+    "has_errors": "roi_lab.diagnose",
     "explain_error": "roi_lab.explain",
     "Explanation": "roi_lab.explain",
     # models and images
     "load_backbone": "roi_lab.backbone",
     "Backbone": "roi_lab.backbone",
     "decode_image": "roi_lab.image",
+    "BACKBONES": "roi_lab.backbone",
+    "backbone_info": "roi_lab.backbone",
+    "feature_summary": "roi_lab.backbone",
+    "pick_channel": "roi_lab.backbone",
+    "resize_to_max_side": "roi_lab.image",
+    "read_image_size": "roi_lab.image",
+    "Sample": "roi_lab.samples",
+    "list_samples": "roi_lab.samples",
+    "load_sample": "roi_lab.samples",
+    "make_synthetic_scene": "roi_lab.samples",
     # errors
     "RoiLabError": "roi_lab.errors",
     "ShapeError": "roi_lab.errors",
