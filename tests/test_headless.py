@@ -1,5 +1,11 @@
-"""The core never imports streamlit or plotly: a subprocess imports each core module and checks."""
+"""The core never imports streamlit or plotly.
 
+One fresh interpreter imports each core module in turn and records, after every import, whether
+streamlit or plotly has entered ``sys.modules``; the first module that pulls one in is the culprit
+(later modules would only inherit the leak, so each is reported against its own import).
+"""
+
+import json
 import pkgutil
 import subprocess
 import sys
@@ -14,24 +20,40 @@ CORE_MODULES = sorted(
     if not m.name.startswith("roi_lab.ui") and m.name != "roi_lab.__main__"
 )
 
+PROBE = """
+import importlib, json, sys
+def leaked():
+    return sorted(m for m in sys.modules if m.split('.')[0] in ('streamlit', 'plotly'))
+report = {}
+for name in json.loads(sys.argv[1]):
+    before = set(leaked())
+    importlib.import_module(name)
+    if name == 'roi_lab':
+        import roi_lab
+        [getattr(roi_lab, n) for n in roi_lab.__all__]  # every public name, loaded lazily
+    report[name] = sorted(set(leaked()) - before)
+print(json.dumps(report))
+"""
+
+
+def _probe(modules):
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, json.dumps(modules)], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def report():
+    return _probe(["roi_lab", *CORE_MODULES])
+
 
 @pytest.mark.parametrize("module", ["roi_lab", *CORE_MODULES])
-def test_core_module_does_not_import_ui_libraries(module):
-    code = (
-        "import importlib, sys\n"
-        f"importlib.import_module({module!r})\n"
-        "import roi_lab\n"
-        "[getattr(roi_lab, n) for n in roi_lab.__all__]\n"
-        "leaked = sorted(m for m in sys.modules if m.split('.')[0] in ('streamlit', 'plotly'))\n"
-        "print(','.join(leaked))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "", f"{module} pulled in {out.stdout.strip()}"
+def test_core_module_does_not_import_ui_libraries(report, module):
+    assert report[module] == [], f"{module} pulled in {report[module]}"
 
 
-def test_the_check_itself_catches_a_leak():
-    """Negative control: importing roi_lab.ui's dependency is seen by the same probe."""
-    code = "import sys, streamlit\nprint(','.join(m for m in sys.modules if m.split('.')[0] == 'streamlit'))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert "streamlit" in out.stdout
+def test_the_probe_catches_a_leak():
+    """Negative control: the same probe sees roi_lab.ui pulling in streamlit."""
+    assert "streamlit" in _probe(["roi_lab.ui.state"])["roi_lab.ui.state"]
