@@ -78,3 +78,10 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(list(globals()) + __all__)
+
+
+# `diagnose` names both a submodule and its function. Importing the submodule (``import
+# roi_lab.diagnose``) binds the module as an attribute of this package on its first load, which would
+# shadow the lazily loaded function; binding the function here, after that first load, keeps
+# ``roi_lab.diagnose`` the function for good.
+from roi_lab.diagnose import diagnose as diagnose  # noqa: E402
