@@ -1,16 +1,19 @@
-"""ROI Lab app entrypoint: st.navigation over pages/ (placeholder home until the pages land)."""
+"""ROI Lab app entrypoint: page config, shared session state, and st.navigation over pages/."""
 
 import streamlit as st
 
-st.set_page_config(page_title="ROI Lab", page_icon="🔲", layout="wide")
+from roi_lab.ui.state import init_state
 
+st.set_page_config(page_title="ROI Lab", page_icon=":material/crop_free:", layout="wide")
 
-def home() -> None:
-    st.title("ROI Lab")
-    st.write(
-        "See and check what reaches ROIAlign / CropAndResize: image vs feature space, stride, "
-        "box format, normalization and the half-pixel offset."
-    )
+init_state()
 
+PAGES = [
+    st.Page("pages/1_image.py", title="Image & backbone", icon=":material/image:", default=True),
+    st.Page("pages/2_boxes.py", title="Boxes", icon=":material/crop_free:"),
+    st.Page("pages/3_side_by_side.py", title="Side by side", icon=":material/compare:"),
+    st.Page("pages/4_diagnose.py", title="Diagnose & explain", icon=":material/troubleshoot:"),
+    st.Page("pages/5_parity.py", title="Parity & speed", icon=":material/speed:"),
+]
 
-st.navigation([st.Page(home, title="Home", default=True)]).run()
+st.navigation(PAGES).run()

@@ -1,0 +1,350 @@
+"""Cached loaders: the only place with ``st.cache_resource`` / ``st.cache_data``.
+
+Models are resources (one per name/weights/device, shared by sessions). Everything derived from
+an image is data keyed by the image's sha1 and primitives; tensors, arrays and bytes that are
+already identified by that hash are passed as ``_``-prefixed arguments, which Streamlit does not
+hash. The Side-by-side page's figures that do not depend on the channel view are resources too
+(read-only; Streamlit copies a figure when it sends it), so a rerun only re-sends them.
+
+Features are computed on the chosen device and cached on the CPU: the crops and figures are
+small, and a cached CUDA tensor would pin GPU memory per entry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+import streamlit as st
+import torch
+
+__all__ = [
+    "WorkingImage",
+    "FeatureResult",
+    "sample_names",
+    "default_sample",
+    "sample_info",
+    "sample_bytes",
+    "working_image",
+    "image_uri",
+    "backbone",
+    "stage_info",
+    "features",
+    "summary",
+    "variants",
+    "channel_map",
+    "variant_maps",
+    "variant_crops",
+    "variant_rgb",
+    "panel_figures",
+    "available_devices",
+]
+
+PREFERRED_SAMPLE = "synthetic"
+
+
+@dataclass(frozen=True)
+class WorkingImage:
+    """The image the model sees: ``image`` ndarray[H, W, 3] uint8 RGB after ``resize_to_max_side``.
+
+    Attributes:
+        scale (float): working / original size (boxes of the original image * scale = working px).
+        original_size ((H, W)): the decoded file's size.
+    """
+
+    image: np.ndarray
+    scale: float
+    original_size: tuple[int, int]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return int(self.image.shape[0]), int(self.image.shape[1])
+
+
+@dataclass(frozen=True)
+class FeatureResult:
+    """One stage's feature map (on CPU) and how it was made."""
+
+    features: torch.Tensor  # [1, C, h, w] float32, CPU
+    stage: str
+    forward_ms: float
+    device: str
+    weights_source: str
+    weights_kind: str
+    nominal_stride: int
+
+
+# ----------------------------------------------------------------------------- samples and images
+@st.cache_data(show_spinner=False)
+def sample_names() -> list[str]:
+    from roi_lab.samples import list_samples
+
+    return [s.name for s in list_samples()]
+
+
+def default_sample(names: list[str]) -> str:
+    return PREFERRED_SAMPLE if PREFERRED_SAMPLE in names else names[0]
+
+
+@st.cache_resource(show_spinner=False)
+def sample_info(name: str) -> Any:
+    from roi_lab.samples import list_samples
+
+    return {s.name: s for s in list_samples()}[name]
+
+
+@st.cache_data(show_spinner=False)
+def sample_bytes(name: str) -> bytes:
+    """The sample's file bytes (a generated sample without a file is encoded as PNG)."""
+    sample = sample_info(name)
+    if sample.path.is_file():
+        return sample.path.read_bytes()
+    from roi_lab.samples import load_sample
+
+    image, _ = load_sample(name)
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    return buf.tobytes()
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def working_image(image_hash: str, max_side: int, _data: bytes) -> WorkingImage:
+    """Decode (``roi_lab.decode_image``; raises ImageDecodeError) and resize to ``max_side``."""
+    from roi_lab.image import decode_image, resize_to_max_side
+
+    image = decode_image(_data)
+    original = (int(image.shape[0]), int(image.shape[1]))
+    if max(original) > max_side:
+        image, scale = resize_to_max_side(image, max_side)
+    else:
+        scale = 1.0
+    return WorkingImage(np.ascontiguousarray(image), float(scale), original)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def image_uri(image_hash: str, max_side: int, thumb_side: int | None, _image: np.ndarray) -> tuple[str, float]:
+    """A data URI of the working image (or a thumbnail of it) for Plotly, and its scale."""
+    from roi_lab.ui.figures import image_data_uri
+
+    return image_data_uri(_image, thumb_side)
+
+
+# ----------------------------------------------------------------------------- models and features
+def available_devices() -> list[str]:
+    return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+
+
+@st.cache_resource(show_spinner=False, max_entries=3)
+def backbone(name: str, weights: str, device: str) -> Any:
+    """``roi_lab.load_backbone(name, weights, device)``, one instance per process."""
+    from roi_lab.backbone import load_backbone
+
+    return load_backbone(name, weights=weights, device=device)
+
+
+@st.cache_data(show_spinner=False)
+def stage_info(name: str) -> dict[str, Any]:
+    """Stages, nominal strides, channels and default stage of a backbone, without its weights."""
+    from roi_lab.backbone import load_backbone
+
+    bb = load_backbone(name, weights="none", device="cpu")  # metadata only; built once per name
+    return {
+        "stages": tuple(bb.stages),
+        "strides": dict(bb.nominal_strides),
+        "channels": dict(bb.channels),
+        "default_stage": bb.default_stage,
+    }
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def features(
+    image_hash: str, max_side: int, name: str, weights: str, device: str, stage: str, _image: np.ndarray
+) -> FeatureResult:
+    """One stage's features for the working image (on the CPU); the forward pass runs once per key."""
+    bb = backbone(name, weights, device)
+    out = bb.features(_image, stages=[stage])[stage]
+    return FeatureResult(
+        features=out.detach().to("cpu", torch.float32).contiguous(),
+        stage=stage,
+        forward_ms=float(bb.last_forward_ms),
+        device=str(bb.device),
+        weights_source=str(bb.weights_source),
+        weights_kind=str(getattr(bb, "weights_kind", "")),
+        nominal_stride=int(bb.nominal_strides[stage]),
+    )
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def summary(feature_key: tuple, kind: str, _features: torch.Tensor) -> np.ndarray:
+    """``roi_lab.backbone.feature_summary`` of a cached feature map (``feature_key`` names it)."""
+    from roi_lab.backbone import feature_summary
+
+    return feature_summary(_features, kind)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def variants(
+    boxes_sig: tuple,
+    image_size: tuple[int, int],
+    feature_size: tuple[int, int],
+    stride: float,
+    output_size: int,
+    sampling_ratio: int,
+    aligned: bool,
+) -> list[Any]:
+    """``roi_lab.geometry.make_variants`` for the boxes ``boxes_sig`` (a tuple of xyxy tuples)."""
+    from roi_lab.geometry import make_variants
+
+    return make_variants(
+        torch.tensor(boxes_sig, dtype=torch.float32).reshape(-1, 4),
+        image_size=image_size,
+        feature_size=feature_size,
+        stride=stride,
+        output_size=output_size,
+        sampling_ratio=sampling_ratio,
+        aligned=aligned,
+    )
+
+
+def _single_box_variants(box: tuple, image_size, feature_size, stride, output_size, sampling_ratio, aligned):
+    from roi_lab.geometry import make_variants
+
+    return make_variants(
+        torch.tensor([box], dtype=torch.float32),
+        image_size=image_size,
+        feature_size=feature_size,
+        stride=stride,
+        output_size=output_size,
+        sampling_ratio=sampling_ratio,
+        aligned=aligned,
+    )
+
+
+def _apply_all(vs: list[Any], fn) -> tuple[list[Any], dict[str, str]]:
+    """``fn(variant)`` for every variant; an op that refuses the input gives None and its message."""
+    from roi_lab.errors import RoiLabError
+
+    out, errors = [], {}
+    for v in vs:
+        try:
+            out.append(fn(v))
+        except (RoiLabError, RuntimeError) as e:
+            out.append(None)
+            errors[v.kind.value] = str(e)
+    return out, errors
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def channel_map(feature_key: tuple, view: str, index: int, _features: torch.Tensor) -> torch.Tensor:
+    """One channel view of the whole feature map, Tensor[1, 1, h, w] (see ``views.channel_map``)."""
+    from roi_lab.ui.views import channel_map as reduce_map
+
+    return reduce_map(_features, view, index)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def variant_maps(
+    map_key: tuple,
+    variants_key: tuple,
+    output_size: int,
+    _variants: list[Any],
+    _map: torch.Tensor,
+) -> dict[str, Any]:
+    """Every variant's crops of every box from a one-channel view of the map: ndarray[V, K, PH, PW].
+
+    ROIAlign (avg) and crop_and_resize are linear in the channels (every channel is sampled with the
+    same weights), so the crop of a channel view (mean, one channel, a PCA projection) equals that
+    view of the crop: one channel instead of C goes through the op, for all boxes at once, so
+    changing the box shown costs nothing and a channel-view change costs one small op call per
+    variant. ``map_key`` names ``_map`` (feature key, view, channel); ``variants_key`` names
+    ``_variants`` (boxes and settings of :func:`variants`).
+    """
+    k = len(_variants[0].boxes_passed)
+    crops, errors = _apply_all(_variants, lambda v: v.apply(_map, output_size)[:, 0].numpy())  # [K, PH, PW]
+    maps = np.stack([c if c is not None else np.full((k, output_size, output_size), np.nan, np.float32)
+                     for c in crops])
+    return {"kinds": [v.kind.value for v in _variants], "maps": maps.astype(np.float32), "errors": errors}
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def variant_crops(
+    feature_key: tuple,
+    box: tuple[float, float, float, float],
+    image_size: tuple[int, int],
+    stride: float,
+    output_size: int,
+    sampling_ratio: int,
+    aligned: bool,
+    _features: torch.Tensor,
+) -> dict[str, Any]:
+    """Every variant's full crop of ONE box, ndarray[V, C, PH, PW] (NaN where the op refused the input).
+
+    For the "max over channels" view (not linear) and the .npz download.
+    """
+    feature_size = (int(_features.shape[-2]), int(_features.shape[-1]))
+    vs = _single_box_variants(box, image_size, feature_size, stride, output_size, sampling_ratio, aligned)
+    crops, errors = _apply_all(vs, lambda v: v.apply(_features, output_size)[0].numpy())
+    c = int(_features.shape[1])
+    full = np.stack([x if x is not None else np.full((c, output_size, output_size), np.nan, np.float32)
+                     for x in crops])
+    return {"kinds": [v.kind.value for v in vs], "crops": full.astype(np.float32), "errors": errors}
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def variant_rgb(
+    image_key: tuple,
+    variants_key: tuple,
+    rgb_size: int,
+    _variants: list[Any],
+    _image: np.ndarray,
+) -> dict[str, Any]:
+    """What every variant really crops from the RGB image, for every box: ndarray[V, K, S, S, 3] uint8."""
+    k = len(_variants[0].boxes_passed)
+    image_t = torch.from_numpy(np.ascontiguousarray(_image)).permute(2, 0, 1)[None].float() / 255.0
+    crops, errors = _apply_all(_variants, lambda v: v.apply_to_image(image_t, rgb_size))  # [K, 3, S, S] in 0..1
+    rgb = np.zeros((len(_variants), k, rgb_size, rgb_size, 3), np.uint8)
+    for i, c in enumerate(crops):
+        if c is not None:
+            rgb[i] = (c.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return {"kinds": [v.kind.value for v in _variants], "rgb": rgb, "errors": errors}
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def panel_figures(
+    key: tuple,
+    focus: int,
+    stride: float,
+    image_size: tuple[int, int],
+    _variants: list[Any],
+    _summary: np.ndarray,
+    _thumb: tuple[str, float],
+    _boxes_image: np.ndarray,
+    _rgb: np.ndarray,
+) -> list[dict[str, Any]]:
+    """The figures of the variant panels that do not depend on the channel view, built once per ``key``.
+
+    ``key`` names every ``_`` argument (image, backbone, stage, boxes, crop settings). Shared
+    read-only: Streamlit copies a figure (``to_dict``) when it sends it.
+    """
+    from roi_lab.ui import figures
+    from roi_lab.ui.views import intended_feature, panel_data
+
+    intended_f = intended_feature(_boxes_image, stride)
+    out = []
+    for i, v in enumerate(_variants):
+        p = panel_data(v, focus)
+        out.append(
+            {
+                "panel": p,
+                "feature": figures.feature_map_figure(
+                    _summary, p.regions_feature, intended_f, focus=focus, title="on the feature map"
+                ),
+                "points": figures.points_figure(
+                    _thumb[0], image_size, p.points_image, p.region_image, _boxes_image[focus],
+                    uri_scale=_thumb[1], title="samples on the image",
+                ),
+                "rgb": figures.rgb_figure(_rgb[i], title="what it reads (RGB)"),
+            }
+        )
+    return out

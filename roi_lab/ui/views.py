@@ -1,0 +1,231 @@
+"""What the pages display, as plain numpy: the glue between roi_lab's results and the figure builders.
+
+No streamlit, no plotly, no op math: slicing, unit conversions for drawing, channel views.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from roi_lab.ui.figures import reduce_channels, shared_range, symmetric_range
+
+__all__ = [
+    "PanelData",
+    "intended_feature",
+    "panel_data",
+    "CropViews",
+    "crop_views",
+    "channel_map",
+    "parse_size",
+    "parse_shape",
+    "parse_scale",
+    "crops_npz",
+    "scale_boxes",
+    "rois_text",
+]
+
+
+def _np(t: Any) -> np.ndarray:
+    return np.asarray(t.detach().cpu().numpy() if hasattr(t, "detach") else t, dtype=np.float64)
+
+
+def intended_feature(boxes_image: np.ndarray, stride: float) -> np.ndarray:
+    """Boxes ndarray[K, 4] xyxy image px -> feature sample coordinates ``x / stride - 0.5``.
+
+    Example:
+        >>> intended_feature(np.array([[64.0, 32.0, 192.0, 160.0]]), 16).tolist()
+        [[3.5, 1.5, 11.5, 9.5]]
+    """
+    return np.asarray(boxes_image, dtype=np.float64).reshape(-1, 4) / float(stride) - 0.5
+
+
+@dataclass(frozen=True)
+class PanelData:
+    """One variant's geometry for its panel (focus box only where a figure shows one box)."""
+
+    kind: str
+    title: str
+    description: str
+    regions_feature: np.ndarray  # [K, 4] feature sample coordinates
+    region_image: np.ndarray  # [4] focus box, image px
+    points_image: np.ndarray  # [P, 2] focus box, image px, NaN padding dropped
+    outside_fraction: float  # focus box
+    iou: float  # focus box
+    outside_all: np.ndarray  # [K]
+    iou_all: np.ndarray  # [K]
+
+
+def panel_data(variant: Any, focus: int) -> PanelData:
+    """Pull what a panel draws out of a ``roi_lab.geometry.Variant``."""
+    pts = _np(variant.points_image)[focus]
+    pts = pts[np.all(np.isfinite(pts), axis=1)]
+    outside = _np(variant.outside_fraction)
+    iou = _np(variant.iou)
+    return PanelData(
+        kind=variant.kind.value,
+        title=variant.title,
+        description=variant.description,
+        regions_feature=_np(variant.boxes_feature),
+        region_image=_np(variant.region_image)[focus],
+        points_image=pts,
+        outside_fraction=float(outside[focus]),
+        iou=float(iou[focus]),
+        outside_all=outside,
+        iou_all=iou,
+    )
+
+
+@dataclass(frozen=True)
+class CropViews:
+    """One channel view of every variant's crop of one box, with shared color ranges."""
+
+    maps: np.ndarray  # [V, PH, PW]
+    diffs: np.ndarray  # [V, PH, PW] map - map of the CORRECT variant (index 0)
+    zmin: float
+    zmax: float
+    zabs: float  # symmetric range of the diffs
+
+
+def crop_views(crops: np.ndarray, view: str | None = None, index: int = 0) -> CropViews:
+    """One channel view of every variant's crop (variant 0 = CORRECT), the differences, shared ranges.
+
+    Args:
+        crops (ndarray[V, C, PH, PW] | ndarray[V, PH, PW]): full crops, reduced here with ``view``; or
+            maps already reduced (``view=None``).
+
+    Example:
+        >>> c = np.zeros((2, 3, 2, 2)); c[1] += 1.0
+        >>> v = crop_views(c, "mean")
+        >>> (v.zmin, v.zmax, v.zabs, v.diffs[1].tolist())
+        (0.0, 1.0, 1.0, [[1.0, 1.0], [1.0, 1.0]])
+    """
+    maps = np.asarray(crops, dtype=np.float32) if view is None else reduce_channels(crops, view, index)  # [V, PH, PW]
+    diffs = maps - maps[:1]
+    zmin, zmax = shared_range(list(maps))
+    return CropViews(maps=maps, diffs=diffs, zmin=zmin, zmax=zmax, zabs=symmetric_range(list(diffs)))
+
+
+def channel_map(features: Any, view: str, index: int = 0) -> Any:
+    """One channel view of a feature map Tensor[1, C, h, w] as Tensor[1, 1, h, w] (float32, CPU).
+
+    ``"mean"``: mean over channels; ``"index"``: channel ``index``; ``"pca"``: the projection of the
+    centred pixels on the map's first principal axis (sign: largest loading positive), so 0 is the
+    mean feature, which is also what an out-of-map sample reads. ``"max"`` is not linear, so it has
+    no map: take the max of the full crops instead.
+
+    Example:
+        >>> import torch
+        >>> f = torch.arange(8.0).view(1, 2, 2, 2)
+        >>> channel_map(f, "mean").flatten().tolist(), channel_map(f, "index", 1).flatten().tolist()
+        ([2.0, 3.0, 4.0, 5.0], [4.0, 5.0, 6.0, 7.0])
+    """
+    import torch
+
+    from roi_lab.ui.figures import first_component
+
+    x = features.detach().to("cpu", torch.float32)
+    c = x.shape[1]
+    if view == "mean":
+        return x.mean(1, keepdim=True)
+    if view == "index":
+        return x[:, int(np.clip(index, 0, c - 1))][:, None].clone()
+    if view == "pca":
+        data = x[0].reshape(c, -1).T.double().numpy()  # [h*w, C]
+        data = data - data.mean(0, keepdims=True)
+        proj = data @ first_component(data)  # [h*w]
+        return torch.from_numpy(proj.astype(np.float32)).view(1, 1, *x.shape[-2:])
+    raise ValueError(f"channel_map expects view 'mean', 'index' or 'pca'; got {view!r}.")
+
+
+def parse_shape(text: str, n: int, name: str = "shape") -> tuple[int, ...]:
+    """``"1, 256, 50, 64"`` / ``"(1, 256, 50, 64)"`` / ``"450x600"`` text -> ``n`` positive ints, in order.
+
+    Raises:
+        ValueError: with a message that says what was expected.
+
+    Example:
+        >>> parse_shape("torch.Size([1, 256, 50, 64])", 4), parse_shape("37 x 50", 2)
+        ((1, 256, 50, 64), (37, 50))
+    """
+    import re
+
+    body = re.sub(r"^\s*(torch\.)?size", "", str(text).strip().lower())
+    parts = [p for p in re.split(r"[\s,x×()\[\]]+", body) if p]
+    try:
+        values = tuple(int(p) for p in parts)
+    except ValueError:
+        values = ()
+    if len(values) != n or min(values) <= 0:
+        example = "450, 600" if n == 2 else "1, 256, 50, 64"
+        raise ValueError(f"{name} expects {n} positive integers like '{example}'; got {text!r}.")
+    return values
+
+
+def parse_size(text: str, name: str = "size") -> tuple[int, int]:
+    """``"450, 600"`` -> (450, 600): two positive ints (see :func:`parse_shape`)."""
+    a, b = parse_shape(text, 2, name)
+    return a, b
+
+
+def parse_scale(text: str) -> float | None:
+    """``""`` -> None (the op's default), ``"1/16"`` or ``"0.0625"`` -> 0.0625. No eval.
+
+    Example:
+        >>> parse_scale(""), parse_scale("1/16"), parse_scale("0.25")
+        (None, 0.0625, 0.25)
+    """
+    text = str(text).strip()
+    if not text:
+        return None
+    try:
+        if "/" in text:
+            num, den = text.split("/", 1)
+            value = float(num) / float(den)
+        else:
+            value = float(text)
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"spatial_scale expects a number like 0.0625 or 1/16; got {text!r}.") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"spatial_scale expects a positive finite number; got {text!r}.")
+    return value
+
+
+def rois_text(boxes_image: Any, limit: int = 3) -> str:
+    """Boxes ndarray[K, 4] as the repr torch prints for rois Tensor[K, 5] (batch index 0), first ``limit`` rows.
+
+    Example:
+        >>> print(rois_text([[10, 20, 30, 40.5]]))
+        tensor([[0., 10., 20., 30., 40.5]])
+    """
+    rows = _np(boxes_image).reshape(-1, 4)[:limit]
+
+    def num(v: float) -> str:
+        return f"{v:.0f}." if float(v).is_integer() else f"{v:g}"
+
+    body = ",\n        ".join("[" + ", ".join(["0."] + [num(v) for v in r]) + "]" for r in rows)
+    return f"tensor([{body}])"
+
+
+def scale_boxes(boxes: Any, scale: float) -> np.ndarray:
+    """Boxes ndarray[K, 4] times a resize factor (original image px <-> working image px)."""
+    return _np(boxes).reshape(-1, 4) * float(scale)
+
+
+def crops_npz(kinds: list[str], crops: np.ndarray, rgb: np.ndarray, box_image: Any, settings: dict[str, Any]) -> bytes:
+    """The crops of every variant for one box as a compressed .npz file's bytes.
+
+    Arrays: ``kinds`` [V] str, ``crops`` [V, C, PH, PW] float32 (NaN where the op refused the input),
+    ``rgb`` [V, PH', PW', 3] uint8, ``box_image`` [4] xyxy image px, and the settings as 0-d arrays.
+    """
+    import io
+
+    buf = io.BytesIO()
+    np.savez_compressed(
+        buf, kinds=np.asarray(kinds), crops=crops, rgb=rgb, box_image=_np(box_image).reshape(4),
+        **{k: np.asarray(v) for k, v in settings.items()},
+    )
+    return buf.getvalue()

@@ -1,0 +1,193 @@
+"""``*_ui()`` helpers: draw a group of widgets and return plain values.
+
+These are the widgets whose values persist across pages (explicit keys, bound to the plain state
+keys of :class:`roi_lab.ui.state.K` by :func:`roi_lab.ui.state.bind`) and the image intake. Widgets
+used by one page only (the Diagnose form, the Parity button) live on that page, with explicit keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import streamlit as st
+
+from roi_lab.ui import boxtable, loaders, state
+from roi_lab.ui.figures import CHANNEL_VIEWS
+from roi_lab.ui.state import K, bind
+
+__all__ = [
+    "source_ui",
+    "sample_ui",
+    "image_upload_ui",
+    "summary_kind_ui",
+    "BackboneChoice",
+    "CropSettings",
+    "backbone_ui",
+    "current_backbone",
+    "box_format_ui",
+    "crop_settings_ui",
+    "channel_view_ui",
+    "focus_box_ui",
+    "show_notes",
+]
+
+WEIGHT_MODES = ("auto", "none", "path")
+WEIGHT_LABELS = {
+    "auto": "auto (pretrained if cached locally, else random init)",
+    "none": "none (random init, seed 0)",
+    "path": "a checkpoint file",
+}
+
+
+@dataclass(frozen=True)
+class BackboneChoice:
+    name: str
+    stage: str
+    device: str
+    weights: str  # "auto", "none" or a path
+
+
+@dataclass(frozen=True)
+class CropSettings:
+    output_size: int
+    sampling_ratio: int
+    aligned: bool
+
+
+def _ensure_option(key: str, options: Sequence, fallback) -> None:
+    """Keep a persisted widget value valid when its options change (e.g. stages of another backbone)."""
+    if st.session_state.get(key) not in options:
+        st.session_state[key] = fallback
+
+
+def source_ui() -> str:
+    """Bundled sample or upload."""
+    _ensure_option(K.SOURCE, ("sample", "upload"), "sample")
+    return st.radio(
+        "Image source", ["sample", "upload"], horizontal=True,
+        format_func={"sample": "Bundled sample", "upload": "Upload your own"}.get, **bind(K.SOURCE),
+    )
+
+
+def sample_ui(names: Sequence[str]) -> str:
+    """Pick a bundled sample; picking one loads it (image and its known boxes)."""
+    _ensure_option(K.SAMPLE, names, loaders.default_sample(list(names)))
+    name = st.selectbox(
+        "Sample", list(names), format_func=lambda n: loaders.sample_info(n).title,
+        **bind(K.SAMPLE, then=lambda: state.load_sample_into_state(st.session_state[K.SAMPLE])),
+    )
+    st.caption(f"Licence: {loaders.sample_info(name).licence}")
+    if st.session_state[K.IMAGE_SAMPLE] != name:
+        st.button("Use this sample", key="use_sample", on_click=state.load_sample_into_state, args=(name,))
+    return name
+
+
+def image_upload_ui() -> tuple[bytes, str] | None:
+    """The image uploader; returns (bytes, file name) once per new upload, else None."""
+    upload = st.file_uploader(
+        "Upload an image (PNG, JPEG, WebP, BMP, TIFF or GIF)", key="image_upload",
+        help="Large images are resized for the model; the file is decoded only after its declared size is checked.",
+    )
+    if upload is None or upload.file_id == st.session_state[K.UPLOAD_SEEN]:
+        return None
+    st.session_state[K.UPLOAD_SEEN] = upload.file_id
+    return upload.getvalue(), upload.name
+
+
+def summary_kind_ui() -> str:
+    from roi_lab.backbone import SUMMARY_KINDS
+
+    _ensure_option(K.SUMMARY, SUMMARY_KINDS, SUMMARY_KINDS[0])
+    return st.selectbox("Feature summary", SUMMARY_KINDS, **bind(K.SUMMARY))
+
+
+def current_backbone() -> BackboneChoice:
+    """The backbone chosen on the Image & backbone page, read from session state (draws nothing)."""
+    ss = st.session_state
+    weights = (ss[K.WEIGHTS_PATH].strip() or "auto") if ss[K.WEIGHTS] == "path" else ss[K.WEIGHTS]
+    return BackboneChoice(name=ss[K.BACKBONE], stage=ss[K.STAGE], device=ss[K.DEVICE], weights=weights)
+
+
+def backbone_ui() -> BackboneChoice:
+    """Backbone, stage, device and weights selectors."""
+    from roi_lab.backbone import BACKBONES
+
+    _ensure_option(K.BACKBONE, BACKBONES, "resnet50" if "resnet50" in BACKBONES else BACKBONES[0])
+    cols = st.columns(4)
+    name = cols[0].selectbox("Backbone", BACKBONES, **bind(K.BACKBONE))
+    info = loaders.stage_info(name)
+    _ensure_option(K.STAGE, info["stages"], info["default_stage"])
+    stage = cols[1].selectbox(
+        "Stage", info["stages"], **bind(K.STAGE),
+        format_func=lambda s: f"{s} (stride {info['strides'][s]}, {info['channels'].get(s, '?')} ch)",
+    )
+    devices = loaders.available_devices()
+    _ensure_option(K.DEVICE, devices, devices[0])
+    device = cols[2].selectbox("Device", devices, **bind(K.DEVICE))
+    _ensure_option(K.WEIGHTS, WEIGHT_MODES, "auto")
+    mode = cols[3].selectbox("Weights", WEIGHT_MODES, format_func=WEIGHT_LABELS.get, **bind(K.WEIGHTS))
+    weights = mode
+    if mode == "path":
+        path = st.text_input("Checkpoint path (read with torch.load(weights_only=True))", **bind(K.WEIGHTS_PATH))
+        weights = path.strip() or "auto"
+    return BackboneChoice(name=name, stage=stage, device=device, weights=weights)
+
+
+def box_format_ui() -> tuple[str, str]:
+    """The box format and space the user's own code uses: (``"xyxy"``..., ``"absolute"|"normalized"``)."""
+    _ensure_option(K.BOX_FORMAT, boxtable.FORMATS, "xyxy")
+    _ensure_option(K.BOX_SPACE, boxtable.SPACES, "absolute")
+    cols = st.columns(2)
+    fmt = cols[0].selectbox(
+        "Box format of your code", boxtable.FORMATS, **bind(K.BOX_FORMAT),
+        format_func=lambda f: f"{f} ({', '.join(boxtable.columns_for(f))})",
+    )
+    space = cols[1].selectbox(
+        "Coordinates", boxtable.SPACES, **bind(K.BOX_SPACE),
+        format_func=lambda s: "absolute (image pixels)" if s == "absolute" else "normalized (x / W, y / H)",
+    )
+    return fmt, space
+
+
+def crop_settings_ui() -> CropSettings:
+    """Output size, sampling ratio and aligned: the settings of the *correct* call."""
+    cols = st.columns(3)
+    output_size = cols[0].slider("Output size (PH = PW)", 2, 28, **bind(K.OUTPUT_SIZE))
+    sampling_ratio = cols[1].slider("Sampling ratio (0 = adaptive)", 0, 4, **bind(K.SAMPLING_RATIO))
+    aligned = cols[2].toggle("aligned=True (half-pixel offset)", **bind(K.ALIGNED))
+    return CropSettings(int(output_size), int(sampling_ratio), bool(aligned))
+
+
+def channel_view_ui(channels: int) -> tuple[str, int]:
+    """How to show a [C, PH, PW] crop as one map: mean / max / one channel / first PCA component."""
+    _ensure_option(K.CHANNEL_VIEW, CHANNEL_VIEWS, "mean")
+    cols = st.columns([2, 1])
+    view = cols[0].segmented_control(
+        "Channel view", CHANNEL_VIEWS, **bind(K.CHANNEL_VIEW),
+        format_func={"mean": "mean over C", "max": "max over C", "index": "one channel", "pca": "PCA (1st)"}.get,
+    )
+    view = view or "mean"
+    index = 0
+    if view == "index":
+        if int(st.session_state.get(K.CHANNEL_INDEX, 0) or 0) >= channels:
+            st.session_state[K.CHANNEL_INDEX] = 0
+        index = int(cols[1].number_input("Channel", 0, max(channels - 1, 0), step=1, **bind(K.CHANNEL_INDEX)))
+    return view, index
+
+
+def focus_box_ui(labels: Sequence[str]) -> int:
+    """Which box the crops show (crops are computed for one box at a time)."""
+    n = len(labels)
+    if int(st.session_state.get(K.FOCUS_BOX, 0) or 0) >= n:
+        st.session_state[K.FOCUS_BOX] = 0
+    return int(
+        st.selectbox("Box shown in the crops", list(range(n)), format_func=lambda i: f"{i + 1}: {labels[i]}",
+                     **bind(K.FOCUS_BOX))
+    )
+
+
+def show_notes(notes: Sequence[boxtable.Note]) -> None:
+    """Render (level, message) notes as st.error / st.warning / st.info."""
+    for level, message in notes:
+        {"error": st.error, "warning": st.warning}.get(level, st.info)(message)

@@ -1,0 +1,387 @@
+"""Every page through streamlit.testing.v1.AppTest: the real entrypoint, st.navigation and session state.
+
+Small images (max side 192 px) and resnet18 with random init keep a page run well under a second
+once the model is built; Streamlit's caches are shared by the tests of one process.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import torchvision
+from apphelpers import block_keys, make_app, no_exception, plotly_charts, texts
+
+from roi_lab.geometry import VariantKind
+from roi_lab.samples import load_sample
+from roi_lab.ui import boxtable
+from roi_lab.ui.state import K, widget_key
+
+VARIANT_COUNT = len(VariantKind)
+
+
+def png_declaring(w: int, h: int) -> bytes:
+    """A PNG signature and IHDR chunk declaring w x h pixels, and nothing else."""
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+
+
+def png(h: int, w: int) -> bytes:
+    image = np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8)
+    return cv2.imencode(".png", image)[1].tobytes()
+
+
+def selection(x, y) -> dict:
+    return {"selection": {"box": [{"xref": "x", "yref": "y", "x": list(x), "y": list(y)}], "points": [],
+                          "point_indices": [], "lasso": []}}
+
+
+def chart_key(at) -> str:
+    return f"{K.CHART_PREFIX}{at.session_state[K.BOXES_REV]}"
+
+
+def editor_key(at) -> str:
+    return f"{K.EDITOR_PREFIX}{at.session_state[K.BOXES_REV]}"
+
+
+# ----------------------------------------------------------------------------- page 1
+def test_image_page_shows_the_sample_its_feature_map_and_the_weights():
+    at = make_app()
+    no_exception(at)
+    for name in (K.SOURCE, K.SAMPLE, K.BACKBONE, K.STAGE, K.DEVICE, K.WEIGHTS, K.SUMMARY):
+        assert at.session_state[widget_key(name)] == at.session_state[name]
+    assert at.selectbox(key=widget_key(K.BACKBONE)).value == "resnet18"
+    assert at.selectbox(key=widget_key(K.STAGE)).value == "C4"
+    assert at.session_state[K.IMAGE_SAMPLE] == "synthetic"
+    metrics = {m.label: m.value for m in at.metric}
+    # the synthetic scene is 600 x 450; at max side 192 it is 192 x 144; ResNet C4 rounds up: 12 x 9
+    assert metrics["Feature map"] == "[1, 256, 9, 12]"
+    assert metrics["Nominal stride"] == "16"
+    assert metrics["Effective stride (y, x)"] == "16.000, 16.000"
+    assert metrics["Device"] == "cpu"
+    assert any("random init" in t for t in texts(at.info))  # random weights are said plainly
+    assert len(plotly_charts(at)) == 1  # the feature summary
+
+
+def test_image_page_warns_when_the_image_is_not_divisible_by_the_stride():
+    at = make_app(max_side=200)  # 200 x 150 px: C4 is 13 x 10 cells = 208 x 160 px
+    no_exception(at)
+    warning = " ".join(texts(at.warning))
+    assert "is not divisible by the stride 16" in warning
+    assert "lands 8 px (x) / 10 px (y) past the image edge" in warning
+    assert {m.label: m.value for m in at.metric}["Drift (y, x)"] == "10, 8 px"
+
+
+def test_changing_the_backbone_and_stage_persists_across_pages():
+    at = make_app()
+    at.selectbox(key=widget_key(K.STAGE)).set_value("C3").run()
+    no_exception(at)
+    assert at.session_state[K.STAGE] == "C3"
+    assert {m.label: m.value for m in at.metric}["Feature map"] == "[1, 128, 18, 24]"
+    at.switch_page("pages/4_diagnose.py").run()
+    at.switch_page("pages/1_image.py").run()
+    assert at.session_state[K.STAGE] == "C3" and at.selectbox(key=widget_key(K.STAGE)).value == "C3"
+
+
+def test_a_missing_checkpoint_path_is_reported_on_the_page():
+    at = make_app()
+    at.selectbox(key=widget_key(K.WEIGHTS)).set_value("path").run()
+    at.text_input(key=widget_key(K.WEIGHTS_PATH)).set_value("/nonexistent/resnet18.pth").run()
+    no_exception(at)
+    assert any("expects 'auto', 'imagenet', 'none' or the path of an existing checkpoint; got "
+               "'/nonexistent/resnet18.pth' (no such file)." in t for t in texts(at.error))
+    at.selectbox(key=widget_key(K.WEIGHTS)).set_value("none").run()  # and the page recovers
+    assert not at.error and {m.label: m.value for m in at.metric}["Feature map"] == "[1, 256, 9, 12]"
+
+
+@pytest.mark.parametrize(
+    "name,data,message",
+    [
+        ("notes.txt", b"hello world, not an image", "decode_image expects a PNG, JPEG, WebP, BMP, TIFF or GIF image"),
+        ("huge.png", png_declaring(20000, 20000), "decode_image expects an image of at most 50,000,000 pixels"),
+        ("tiny.png", png(8, 8), "the backbones expect an image of at least 32 x 32 pixels; got 8 x 8"),
+    ],
+)
+def test_bad_uploads_are_refused_and_the_session_keeps_its_image(name, data, message):
+    at = make_app()
+    before = (at.session_state[K.IMAGE_HASH], list(at.session_state[K.BOXES]))
+    at.session_state[K.SOURCE] = "upload"
+    at.run()
+    at.file_uploader(key="image_upload").set_value((name, data, "application/octet-stream")).run()
+    no_exception(at)
+    errors = " ".join(texts(at.error))
+    assert "That upload was refused. The current image (" in errors
+    assert f"{name}: {message}" in errors
+    assert (at.session_state[K.IMAGE_HASH], at.session_state[K.BOXES]) == before
+    assert {m.label: m.value for m in at.metric}["Feature map"] == "[1, 256, 9, 12]"  # still computed
+
+
+def test_a_good_upload_becomes_the_image_with_starter_boxes():
+    at = make_app()
+    at.session_state[K.SOURCE] = "upload"
+    at.run()
+    at.file_uploader(key="image_upload").set_value(("mine.png", png(64, 96), "image/png")).run()
+    no_exception(at)
+    assert at.session_state[K.IMAGE_NAME] == "mine.png" and at.session_state[K.IMAGE_SAMPLE] is None
+    assert {m.label: m.value for m in at.metric}["Feature map"] == "[1, 256, 4, 6]"
+    assert len(at.session_state[K.BOXES]) == 2
+
+
+# ----------------------------------------------------------------------------- page 2
+def test_boxes_page_has_the_chart_the_table_and_the_format_selector():
+    at = make_app("boxes")
+    no_exception(at)
+    (chart,) = plotly_charts(at)
+    assert chart.key == chart_key(at)
+    (editor,) = at.data_editor
+    assert editor.key == editor_key(at)
+    assert list(editor.value.columns) == ["label", "x1", "y1", "x2", "y2", "status"]
+    assert len(editor.value) == 8  # the synthetic scene's known boxes
+    assert at.selectbox(key=widget_key(K.BOX_FORMAT)).value == "xyxy"
+
+
+def test_a_box_selection_on_the_chart_appends_a_box_in_image_pixels():
+    at = make_app("boxes")
+    n = len(at.session_state[K.BOXES])
+    at.session_state[chart_key(at)] = selection([120, 20], [60, 10])
+    at.run()
+    no_exception(at)
+    rows = at.session_state[K.BOXES]
+    assert len(rows) == n + 1
+    assert [rows[-1][c] for c in boxtable.COORDS] == [20.0, 10.0, 120.0, 60.0]
+    assert "Added 1 box from the selection." in texts(at.info)
+    assert len(at.data_editor[0].value) == n + 1
+    at.run()  # the selection is not applied twice: the next chart is a fresh widget
+    assert len(at.session_state[K.BOXES]) == n + 1
+    assert plotly_charts(at)[0].key == chart_key(at)
+
+
+def test_table_edits_apply_and_bad_values_are_reported_without_losing_state():
+    at = make_app("boxes")
+    rows = at.session_state[K.BOXES]
+    first = [rows[0][c] for c in boxtable.COORDS]
+    at.session_state[editor_key(at)] = {
+        "edited_rows": {0: {"x1": "abc"}, 1: {"x2": rows[1]["x1"]}, 2: {"x2": 500.0}},
+        "added_rows": [{"label": "new", "x1": 5.0, "y1": float("nan")}],
+        "deleted_rows": [],
+    }
+    at.run()
+    no_exception(at)
+    errors, warnings = texts(at.error), texts(at.warning)
+    assert "Row 1, column x1: 'abc' is not a number; that cell keeps its old value." in errors
+    assert "Row 2 (circle) is zero or negative size: left out until fixed." in warnings
+    assert "Row 9 (new) is incomplete: left out until fixed." in warnings
+    status = list(at.data_editor[0].value["status"])
+    assert status[:3] == ["ok", "zero or negative size", "partly outside the image"]
+    assert status[-1] == "incomplete"
+    new = at.session_state[K.BOXES]
+    assert [new[0][c] for c in boxtable.COORDS] == first
+    assert len(new) == 9
+
+
+def test_the_table_shows_and_edits_the_users_format():
+    at = make_app("boxes")
+    at.selectbox(key=widget_key(K.BOX_FORMAT)).set_value("cxcywh").run()
+    at.selectbox(key=widget_key(K.BOX_SPACE)).set_value("normalized").run()
+    no_exception(at)
+    frame = at.data_editor[0].value
+    assert list(frame.columns) == ["label", "cx", "cy", "w", "h", "status"]
+    h, w = 144, 192
+    x1, y1, x2, y2 = (at.session_state[K.BOXES][0][c] for c in boxtable.COORDS)
+    np.testing.assert_allclose(frame.iloc[0, 1:5].to_numpy(float),
+                               [(x1 + x2) / 2 / w, (y1 + y2) / 2 / h, (x2 - x1) / w, (y2 - y1) / h], rtol=1e-5)
+    at.session_state[editor_key(at)] = {"edited_rows": {0: {"w": 0.5}}, "added_rows": [], "deleted_rows": []}
+    at.run()
+    row = at.session_state[K.BOXES][0]
+    assert row["x2"] - row["x1"] == pytest.approx(0.5 * w, abs=1e-3)
+    assert (row["x1"] + row["x2"]) / 2 == pytest.approx((x1 + x2) / 2, abs=1e-3)  # the centre stays
+
+
+def test_empty_table_is_explained_on_boxes_and_side_by_side():
+    at = make_app("boxes")
+    at.button(key="clear_boxes").click().run()
+    no_exception(at)
+    assert at.session_state[K.BOXES] == []
+    assert any("The table is empty" in t for t in texts(at.info))
+    at.switch_page("pages/3_side_by_side.py").run()
+    no_exception(at)
+    assert any(t.startswith("No usable boxes") for t in texts(at.warning))
+
+
+def test_preset_loads_the_synthetic_scene_with_its_true_boxes():
+    at = make_app()
+    at.session_state[K.SAMPLE] = "coffee"
+    at.run()
+    at.button(key="use_sample").click().run()
+    assert at.session_state[K.IMAGE_SAMPLE] == "coffee"
+    at.switch_page("pages/2_boxes.py").run()
+    at.button(key="preset_synthetic").click().run()
+    no_exception(at)
+    _, sample = load_sample("synthetic")
+    rows = at.session_state[K.BOXES]
+    assert at.session_state[K.IMAGE_SAMPLE] == "synthetic"
+    assert [r["label"] for r in rows] == sample.labels
+    scale = 192 / 600
+    np.testing.assert_allclose([[r[c] for c in boxtable.COORDS] for r in rows], sample.boxes_image.numpy() * scale,
+                               rtol=1e-5)
+
+
+def test_import_reads_yolo_and_reports_a_malformed_file():
+    at = make_app("boxes")
+    at.file_uploader(key="boxes_import").set_value(("boxes.txt", b"3 0.5 0.5 0.25 0.5\n", "text/plain")).run()
+    no_exception(at)
+    rows = at.session_state[K.BOXES]
+    assert len(rows) == 1 and rows[0]["label"] == "3"
+    # YOLO is normalized: the box is the middle quarter x half of the 192 x 144 working image
+    np.testing.assert_allclose([rows[0][c] for c in boxtable.COORDS], [72, 36, 120, 108], rtol=1e-5)
+    at.file_uploader(key="boxes_import").set_value(("bad.json", b'{"boxes": [[1, 2, 3]]}', "application/json"))
+    at.run()
+    no_exception(at)
+    assert any(t.startswith("bad.json was not imported; the table is unchanged.") for t in texts(at.error))
+    assert len(at.session_state[K.BOXES]) == 1
+
+
+def test_export_offers_the_boxes():
+    at = make_app("boxes")
+    assert at.get("download_button")[0].proto.label == "Download 8 boxes (coco)"
+
+
+# ----------------------------------------------------------------------------- page 3
+def test_side_by_side_renders_a_panel_per_variant_with_shared_scales():
+    at = make_app("side")
+    no_exception(at)
+    assert [k for k in block_keys(at) if k.startswith("panel_")] == [f"panel_{v.value}" for v in VariantKind]
+    metrics = [m.label for m in at.metric]
+    assert metrics.count("Samples outside the map") == VARIANT_COUNT
+    assert metrics.count("IoU with the intended box") == VARIANT_COUNT
+    charts = {c.key.split("_")[0] for c in plotly_charts(at)}
+    assert charts == {"feat", "pts", "rgb", "crop", "diff"}
+    assert len(plotly_charts(at)) == 5 * VARIANT_COUNT
+    values = {m.label + m.value for m in at.metric}
+    assert "IoU with the intended box1.00" in values  # the correct variant
+    assert any("Crop color scale" in t for t in texts(at.caption))
+
+
+def test_side_by_side_crops_match_torchvision_for_the_correct_variant():
+    """The page's CORRECT crop is checked against torchvision.ops.roi_align on the same features."""
+    at = make_app("side")
+    from roi_lab.ui import loaders
+
+    ss = at.session_state
+    working = loaders.working_image(ss[K.IMAGE_HASH], ss[K.MAX_SIDE], ss[K.IMAGE_BYTES])
+    result = loaders.features(ss[K.IMAGE_HASH], ss[K.MAX_SIDE], "resnet18", "none", "cpu", "C4", working.image)
+    boxes, _, _ = boxtable.usable_boxes(ss[K.BOXES], working.size)
+    expected = torchvision.ops.roi_align(result.features, [torch.tensor(boxes[:1], dtype=torch.float32)], 7,
+                                         1 / 16, 2, True).mean(1)[0]  # box 1, mean over channels
+    feature_key = (ss[K.IMAGE_HASH], ss[K.MAX_SIDE], "resnet18", "none", "cpu", "C4")
+    variants_key = (boxtable.signature(boxes), working.size, (9, 12), 16, 7, 2, True)
+    variants = loaders.variants(*variants_key)
+    channel = loaders.channel_map(feature_key, "mean", 0, result.features)
+    maps = loaders.variant_maps((feature_key, "mean", 0), variants_key, 7, variants, channel)
+    assert maps["kinds"][0] == "correct"
+    np.testing.assert_allclose(maps["maps"][0, 0], expected.numpy(), atol=1e-4)
+
+
+@pytest.mark.parametrize("view", ["max", "index", "pca"])
+def test_changing_the_channel_view_reruns_without_errors(view):
+    at = make_app("side")
+    at.session_state[K.CHANNEL_VIEW] = view
+    at.session_state[K.CHANNEL_INDEX] = 3
+    at.run()
+    no_exception(at)
+    assert any(f"({view})" in t for t in texts(at.caption))
+    assert len([c for c in plotly_charts(at) if c.key.startswith("crop_")]) == VARIANT_COUNT
+
+
+def test_focus_box_and_settings_change_the_panels():
+    at = make_app("side")
+    at.selectbox(key=widget_key(K.FOCUS_BOX)).set_value(7).run()
+    no_exception(at)
+    assert any("Box 8 (corner_box)" in t for t in texts(at.caption))
+    at.slider(key=widget_key(K.OUTPUT_SIZE)).set_value(4).run()
+    at.toggle(key=widget_key(K.ALIGNED)).set_value(False).run()
+    no_exception(at)
+    assert any("output 4 x 4" in t and "aligned=False" in t for t in texts(at.caption))
+
+
+def test_side_by_side_keeps_going_with_a_box_outside_the_image():
+    at = make_app("boxes")
+    at.session_state[chart_key(at)] = selection([150, 192], [100, 144])
+    at.run()
+    rows = [dict(r) for r in at.session_state[K.BOXES]]
+    rows[-1].update({"x1": 170.0, "y1": 120.0, "x2": 400.0, "y2": 300.0})
+    at.session_state[K.BOXES] = rows
+    at.session_state[K.FOCUS_BOX] = len(rows) - 1
+    at.switch_page("pages/3_side_by_side.py").run()
+    no_exception(at)
+    outside = [m.value for m in at.metric if m.label == "Samples outside the map"]
+    assert outside[0] != "0%"  # even the correct call samples outside the map for this box
+
+
+# ----------------------------------------------------------------------------- page 4
+def test_diagnose_finds_image_space_boxes_in_the_current_boxes():
+    at = make_app("diagnose")
+    no_exception(at)
+    assert at.text_area(key="diag_boxes").value.startswith("tensor([[0., ")
+    assert any("IMAGE_SPACE_BOXES" in t for t in texts(at.error))
+    assert any("spatial_scale" in c.value for c in at.code)  # the fix snippet
+
+
+def test_diagnose_reports_unparseable_input_and_bad_sizes():
+    at = make_app("diagnose")
+    at.text_area(key="diag_boxes").set_value("import os; os.system('x')").run()
+    at.text_input(key="diag_image_size").set_value("big").run()
+    no_exception(at)
+    errors = texts(at.error)
+    assert any(t.startswith("pasted boxes expect a bracketed list") for t in errors)
+    assert "Image size expects 2 positive integers like '450, 600'; got 'big'." in errors
+
+
+def test_reproduce_refuses_torchvision_on_nan_and_shows_roi_labs_error():
+    at = make_app("diagnose")
+    at.text_area(key="diag_boxes").set_value("tensor([[0., nan, 1., 20., 30.]])").run()
+    at.button(key="diag_reproduce").click().run()
+    no_exception(at)
+    assert any(t.startswith("not run: the boxes hold NaN or inf") for t in texts(at.warning))
+    assert any(c.value.startswith("InputValueError: roi_align") for c in at.code)
+    assert any(f.startswith("**NON_FINITE**") for f in texts(at.error))
+
+
+def test_reproduce_runs_both_ops_on_valid_boxes():
+    at = make_app("diagnose")
+    at.text_input(key="diag_scale").set_value("1/16").run()
+    at.button(key="diag_reproduce").click().run()
+    no_exception(at)
+    ok = [t for t in texts(at.success) if t.startswith("returned Tensor[")]
+    assert len(ok) == 2 and ok[0] == ok[1]
+
+
+def test_explain_tab_explains_a_torchvision_error():
+    at = make_app("diagnose")
+    with pytest.raises(Exception) as info:
+        torchvision.ops.roi_align(torch.zeros(1, 4, 8, 8), torch.tensor([[10.0, 10, 50, 60]]), 7)
+    at.text_area(key="diag_error").set_value(f"Traceback (most recent call last):\n{type(info.value).__name__}: "
+                                             f"{info.value}").run()
+    no_exception(at)
+    assert any(t.startswith("**") for t in texts(at.error))  # code, framework, cause
+    at.text_area(key="diag_error").set_value("KeyError: 'banana'").run()
+    assert "No known ROIAlign / CropAndResize error pattern matched this text." in texts(at.info)
+
+
+# ----------------------------------------------------------------------------- page 5
+def test_parity_page_matches_torchvision_on_the_current_boxes_and_the_cases():
+    at = make_app("parity")
+    no_exception(at)
+    at.slider(key="parity_repeats").set_value(1).run()
+    at.button(key="parity_run").click().run()
+    no_exception(at)
+    rows = at.session_state["parity_results"]["rows"]
+    assert rows[0]["case"].startswith("current: resnet18 C4") and rows[0]["boxes"] == 8
+    assert len(rows) == 4
+    assert all(r["max abs error"] < 1e-4 for r in rows)
+    assert all(r["roi_lab ms"] > 0 and r["torchvision ms"] > 0 for r in rows)
+    assert len(at.dataframe) == 1
