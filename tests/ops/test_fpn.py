@@ -1,0 +1,174 @@
+"""FPN level assignment per framework, and multi-level pooling against torchvision's MultiScaleRoIAlign."""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+
+import pytest
+import torch
+import torchvision
+from torchvision.ops.poolers import LevelMapper
+
+from roi_lab.errors import InputValueError, ShapeError
+from roi_lab.ops.fpn import MultiScaleRoIAlign, assign_fpn_levels, infer_scales, multi_scale_roi_align
+
+
+def square(sides, dtype=torch.float32):
+    s = torch.as_tensor(sides, dtype=torch.float64)
+    return torch.stack([torch.zeros_like(s), torch.zeros_like(s), s, s], 1).to(dtype)
+
+
+def random_boxes(gen, k, width=1216.0, height=800.0):
+    centre = torch.rand(k, 2, generator=gen) * torch.tensor([width, height])
+    size = torch.exp(torch.rand(k, 2, generator=gen) * 6.5)  # 1 .. 665 px
+    return torch.cat([centre - size / 2, centre + size / 2], 1)
+
+
+def test_torchvision_convention_matches_level_mapper():
+    gen = torch.Generator().manual_seed(0)
+    boxes = torch.cat([random_boxes(gen, 500), square([0.0, 1, 111.99, 112, 223.99, 224, 447.9, 448, 2000])])
+    for k_min, k_max in ((2, 5), (3, 6), (2, 2)):
+        expected = LevelMapper(k_min, k_max)([boxes]) + k_min
+        assert torch.equal(assign_fpn_levels(boxes, k_min=k_min, k_max=k_max), expected)
+    expected = LevelMapper(2, 5, canonical_scale=160, canonical_level=3)([boxes]) + 2
+    assert torch.equal(assign_fpn_levels(boxes, canonical_scale=160, canonical_level=3), expected)
+
+
+def detectron2_reference(boxes, min_level, max_level, canonical_box_size=224, canonical_level=4):
+    """detectron2/modeling/poolers.py::assign_boxes_to_levels, + min_level (absolute level)."""
+    box_sizes = torch.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
+    level_assignments = torch.floor(canonical_level + torch.log2(box_sizes / canonical_box_size + 1e-8))
+    return torch.clamp(level_assignments, min=min_level, max=max_level).to(torch.int64)
+
+
+def test_detectron2_convention():
+    gen = torch.Generator().manual_seed(1)
+    boxes = random_boxes(gen, 500)
+    got = assign_fpn_levels(boxes, convention="detectron2")
+    assert torch.equal(got, detectron2_reference(boxes, 2, 5))
+
+
+def test_conventions_disagree_just_below_a_boundary():
+    # sqrt(area) = 224 * (1 - 5e-7): torchvision's +1e-6 outside the log lifts it to level 4,
+    # detectron2's +1e-8 inside the log does not
+    boxes = square([224 * (1 - 5e-7)], dtype=torch.float64)
+    assert assign_fpn_levels(boxes).tolist() == [4]
+    assert assign_fpn_levels(boxes, convention="detectron2").tolist() == [3]
+    assert detectron2_reference(boxes, 2, 5).tolist() == [3]
+    assert (LevelMapper(2, 5)([boxes]) + 2).tolist() == [4]
+
+
+def test_mmdet_convention_thresholds():
+    """mmdet SingleRoIExtractor.map_roi_levels docstring: scale < 112 -> level 0, [112, 224) -> 1,
+    [224, 448) -> 2, >= 448 -> 3 (finest_scale 56); we return k_min + that index."""
+    sides = [1, 55, 111.9, 112, 223.9, 224, 447.9, 448, 5000]
+    assert assign_fpn_levels(square(sides), convention="mmdet").tolist() == [2, 2, 2, 3, 3, 4, 4, 5, 5]
+    # mmdet's formula written out: floor(log2(scale / 56 + 1e-6)), clamped to [0, num_levels - 1]
+    gen = torch.Generator().manual_seed(2)
+    boxes = random_boxes(gen, 300)
+    scale = torch.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
+    index = torch.floor(torch.log2(scale / 56 + 1e-6)).clamp(min=0, max=3).long()
+    assert torch.equal(assign_fpn_levels(boxes, convention="mmdet"), index + 2)
+
+
+def test_zero_area_and_integer_boxes():
+    assert assign_fpn_levels(torch.tensor([[5, 5, 5, 9]])).tolist() == [2]
+    assert assign_fpn_levels(torch.tensor([[0, 0, 300, 300]])).dtype == torch.int64
+    assert assign_fpn_levels(torch.zeros(0, 4)).shape == (0,)
+
+
+def test_assign_errors():
+    with pytest.raises(InputValueError, match='one of "torchvision", "detectron2", "mmdet"; got str \'d2\''):
+        assign_fpn_levels(square([10]), convention="d2")
+    with pytest.raises(ShapeError, match=r"boxes as Tensor\[K, 4\].*got Tensor\[3, 5\]") as e:
+        assign_fpn_levels(torch.zeros(3, 5))
+    assert "boxes[:, 1:]" in e.value.fix
+    with pytest.raises(InputValueError, match="1 inverted boxes, the first is row 1") as e:
+        assign_fpn_levels(torch.tensor([[0.0, 0, 10, 10], [0, 0, -10, 10]]))
+    assert "convert_boxes" in e.value.fix
+    with pytest.raises(InputValueError, match="finite coordinates"):
+        assign_fpn_levels(torch.tensor([[0.0, 0, float("nan"), 10]]))
+    with pytest.raises(InputValueError, match="k_min <= k_max; got k_min=5, k_max=2"):
+        assign_fpn_levels(square([10]), k_min=5, k_max=2)
+
+
+def fpn_features(gen, n=2, c=4, image=(800, 1216)):
+    h, w = image
+    feats = OrderedDict()
+    for i, stride in enumerate((4, 8, 16, 32)):
+        feats[str(i)] = torch.randn(n, c, math.ceil(h / stride), math.ceil(w / stride), generator=gen)
+    feats["pool"] = torch.randn(n, c, 13, 19, generator=gen)
+    return feats
+
+
+@pytest.mark.parametrize("image_shapes", [[(800, 1216), (800, 1216)], [(797, 1211), (640, 1000)]])
+@pytest.mark.parametrize("output_size, ratio", [(7, 2), ((14, 14), 0), ((7, 5), -1)])
+def test_module_matches_torchvision(image_shapes, output_size, ratio):
+    gen = torch.Generator().manual_seed(3)
+    feats = fpn_features(gen)
+    boxes = [random_boxes(gen, 40), random_boxes(gen, 25)]
+    ours = MultiScaleRoIAlign(["0", "1", "2", "3"], output_size, ratio)
+    theirs = torchvision.ops.MultiScaleRoIAlign(["0", "1", "2", "3"], output_size, ratio)
+    torch.testing.assert_close(ours(feats, boxes, image_shapes), theirs(feats, boxes, image_shapes))
+    assert ours.scales == theirs.scales == [0.25, 0.125, 0.0625, 0.03125]
+    assert repr(ours) == repr(theirs)
+
+
+def test_module_gradients_match_torchvision():
+    gen = torch.Generator().manual_seed(4)
+    feats = fpn_features(gen, c=3)
+    boxes = [random_boxes(gen, 30), random_boxes(gen, 20)]
+    names = ["0", "1", "2", "3"]
+    ours = OrderedDict((k, v.clone().requires_grad_()) for k, v in feats.items())
+    theirs = OrderedDict((k, v.clone().requires_grad_()) for k, v in feats.items())
+    a = MultiScaleRoIAlign(names, 7, 2)(ours, boxes, [(800, 1216)] * 2)
+    b = torchvision.ops.MultiScaleRoIAlign(names, 7, 2)(theirs, boxes, [(800, 1216)] * 2)
+    g = torch.randn(a.shape, generator=gen)
+    (a * g).sum().backward()
+    (b * g).sum().backward()
+    for k in names:
+        torch.testing.assert_close(ours[k].grad, theirs[k].grad)
+
+
+def test_single_level_and_subset_of_levels():
+    gen = torch.Generator().manual_seed(5)
+    feats = fpn_features(gen)
+    boxes = [random_boxes(gen, 10), random_boxes(gen, 5)]
+    for names in (["2"], ["1", "3"], ["3", "0"]):  # torchvision keeps the dict order
+        ours = MultiScaleRoIAlign(names, 7, 2)(feats, boxes, [(800, 1216)] * 2)
+        theirs = torchvision.ops.MultiScaleRoIAlign(names, 7, 2)(feats, boxes, [(800, 1216)] * 2)
+        torch.testing.assert_close(ours, theirs)
+
+
+def test_function_with_list_and_explicit_scales():
+    gen = torch.Generator().manual_seed(6)
+    feats = fpn_features(gen)
+    maps = [feats[k] for k in ("0", "1", "2", "3")]
+    boxes = [random_boxes(gen, 12), torch.zeros(0, 4)]
+    theirs = torchvision.ops.MultiScaleRoIAlign(["0", "1", "2", "3"], 7, 2)(feats, boxes, [(800, 1216)] * 2)
+    torch.testing.assert_close(multi_scale_roi_align(maps, boxes, [(800, 1216)] * 2, 7), theirs)
+    scales = [0.25, 0.125, 0.0625, 0.03125]
+    torch.testing.assert_close(multi_scale_roi_align(maps, boxes, [(1, 1)], 7, scales=scales), theirs)
+
+
+def test_infer_scales_rounds_to_powers_of_two():
+    maps = [torch.zeros(1, 1, 200, 304), torch.zeros(1, 1, 100, 152), torch.zeros(1, 1, 25, 38)]
+    assert infer_scales(maps, [(797, 1211), (800, 1000)]) == [0.25, 0.125, 0.03125]
+
+
+def test_multi_scale_errors():
+    gen = torch.Generator().manual_seed(7)
+    feats = fpn_features(gen)
+    with pytest.raises(InputValueError, match=r"names among the feature maps.*got \['p6'\] not found"):
+        MultiScaleRoIAlign(["0", "p6"], 7, 2)(feats, [random_boxes(gen, 2)] * 2, [(800, 1216)])
+    with pytest.raises(ShapeError, match="maps with the same batch size N and channel count C"):
+        multi_scale_roi_align([feats["0"], feats["1"][:, :2]], [random_boxes(gen, 2)] * 2, [(800, 1216)], 7)
+    with pytest.raises(ShapeError, match=r"one Tensor\[L, 4\] \(x1, y1, x2, y2, image px\) per image"):
+        multi_scale_roi_align([feats["0"]], torch.zeros(3, 5), [(800, 1216)], 7)
+    with pytest.raises(InputValueError, match="one \\(height, width\\) per image; got list \\[\\]"):
+        multi_scale_roi_align([feats["0"]], [random_boxes(gen, 2)], [], 7)
+    with pytest.raises(InputValueError, match="one scale per feature map \\(2\\)"):
+        multi_scale_roi_align([feats["0"], feats["1"]], [random_boxes(gen, 2)], [(800, 1216)], 7, scales=[0.25])
+    with pytest.raises(InputValueError, match="at least one feature map"):
+        multi_scale_roi_align([], [random_boxes(gen, 2)], [(800, 1216)], 7)
