@@ -24,13 +24,13 @@ def _cmd_app(args: argparse.Namespace) -> int:
     if not APP.exists():
         print(f"roi-lab app: {APP} not found; run it from a source checkout (pip install -e .)", file=sys.stderr)
         return 2
-    cmd = [sys.executable, "-m", "streamlit", "run", str(APP), *args.streamlit_args]
+    cmd = [sys.executable, "-m", "streamlit", "run", str(APP), *args.passthrough]
     return subprocess.call(cmd, env=os.environ.copy())
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     bench = APP.parent / "benchmarks" / "bench_roi_align.py"
-    return subprocess.call([sys.executable, str(bench), *args.bench_args])
+    return subprocess.call([sys.executable, str(bench), *args.passthrough])
 
 
 class _Unreadable(Exception):
@@ -131,13 +131,15 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return EXIT_OK if explanation else EXIT_NOT_RECOGNISED
 
 
+PASSTHROUGH = ("app", "bench")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="roi-lab", description="Debug what reaches ROIAlign / CropAndResize: boxes, spaces, strides."
     )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("app", help="start the Streamlit app (extra arguments go to `streamlit run`)")
-    p.add_argument("streamlit_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=_cmd_app)
     p = sub.add_parser(
         "diagnose",
@@ -184,13 +186,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.set_defaults(func=_cmd_explain)
     p = sub.add_parser("bench", help="run benchmarks/bench_roi_align.py (extra arguments go to it)")
-    p.add_argument("bench_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=_cmd_bench)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # `app` and `bench` pass everything they do not know to streamlit / the benchmark script, options
+    # included (argparse.REMAINDER would refuse a leading `--quick`); other commands stay strict.
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command not in PASSTHROUGH:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.passthrough = extra[1:] if extra[:1] == ["--"] else extra
     return int(args.func(args) or 0)
 
 

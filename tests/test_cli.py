@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import roi_lab.cli as cli
 from roi_lab.cli import EXIT_FINDINGS, EXIT_NOT_RECOGNISED, EXIT_OK, EXIT_UNREADABLE, main
 from roi_lab.diagnose import diagnose
 
@@ -215,3 +216,22 @@ def test_entry_point_diagnose_subprocess(tmp_path):
     )
     assert proc.returncode == 1, proc.stderr
     assert json.loads(proc.stdout)["findings"][0]["code"] == "IMAGE_SPACE_BOXES"
+
+
+@pytest.mark.parametrize("command", ["app", "bench"])
+@pytest.mark.parametrize("extra", [["--quick", "--threads", "1"], ["--", "--quick"], []])
+def test_app_and_bench_pass_options_through(monkeypatch, command, extra):
+    calls = []
+    monkeypatch.setattr(cli.subprocess, "call", lambda cmd, **kw: calls.append(cmd) or 0)
+    assert cli.main([command, *extra]) == 0
+    expected = extra[1:] if extra[:1] == ["--"] else extra
+    if expected:
+        assert calls[0][-len(expected) :] == expected
+    else:  # nothing after the script (benchmark) or the app file
+        assert calls[0][-1].endswith(".py")
+
+
+def test_other_commands_refuse_unknown_options(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["explain", "--quick"])
+    assert e.value.code == 2 and "unrecognized arguments: --quick" in capsys.readouterr().err
