@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import re
 from collections.abc import Sequence
 from enum import Enum
@@ -99,25 +100,29 @@ def _enum(value: Any, enum: type[Enum], where: str, name: str) -> Any:
     )
 
 
-def _size_pair(size: Any, where: str, name: str, *, integer: bool = True) -> tuple[float, float]:
+def _size_pair(size: Any, where: str, name: str, *, integer: bool = True) -> tuple[Any, Any]:
+    """A positive number or an (h, w) pair of them, as two ints (``integer``) or two floats."""
     if isinstance(size, Tensor):
         size = size.tolist()
-    if isinstance(size, (int, float)) and not isinstance(size, bool):
+    if isinstance(size, numbers.Real) and not isinstance(size, bool):
         size = (size, size)
     ok = isinstance(size, (tuple, list)) and len(size) == 2
     if ok:
         for v in size:
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v <= 0:
                 ok = False
-            elif not math.isfinite(v) or v <= 0 or (integer and float(v) != int(v)):
+            elif integer and float(v) != int(v):
                 ok = False
     if not ok:
         kind = "positive integers" if integer else "positive numbers"
         raise InputValueError(
             f"{where}({name}=...)",
-            expected=f"an (height, width) pair of {kind}",
+            expected=f"a positive number or an (height, width) pair of {kind}",
             got=describe(size),
-            fix=f"pass e.g. {name}=(800, 1000) (height first)" if name == "image_size" else f"pass e.g. {name}=16",
+            fix={
+                "image_size": "pass image_size=(800, 1000) (height first)",
+                "feature_size": "pass feature_size=features.shape[-2:]",
+            }.get(name, f"pass e.g. {name}=16"),
         )
     return (int(size[0]), int(size[1])) if integer else (float(size[0]), float(size[1]))
 

@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from roi_lab.boxes import _size_pair as _pair
 from roi_lab.boxes import as_boxes, to_rois, to_tf_boxes
 from roi_lab.errors import InputValueError, describe
 
@@ -55,34 +56,6 @@ __all__ = [
 # ----------------------------------------------------------------------------------------------
 # Feature geometry
 # ----------------------------------------------------------------------------------------------
-
-
-def _pair(value: Any, where: str, name: str, *, integer: bool) -> tuple[Any, Any]:
-    if isinstance(value, Tensor):
-        value = value.tolist()
-    if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        value = (value, value)
-    ok = isinstance(value, (tuple, list)) and len(value) == 2
-    if ok:
-        for v in value:
-            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v <= 0:
-                ok = False
-            elif integer and float(v) != int(v):
-                ok = False
-    if not ok:
-        what = "positive integers" if integer else "positive numbers"
-        raise InputValueError(
-            f"{where}({name}=...)",
-            expected=f"a positive number or an (height, width) pair of {what}",
-            got=describe(value),
-            fix={
-                "image_size": "pass image_size=(800, 1000) (height first)",
-                "feature_size": "pass feature_size=features.shape[-2:]",
-            }.get(name, f"pass e.g. {name}=16"),
-        )
-    if integer:
-        return int(value[0]), int(value[1])
-    return float(value[0]), float(value[1])
 
 
 def resnet_feature_size(image_size: int | tuple[int, int], stride: int) -> int | tuple[int, int]:
