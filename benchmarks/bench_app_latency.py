@@ -184,7 +184,7 @@ def bench_apptest(data: bytes, boxes: np.ndarray, repeats: int) -> list[dict]:
 
 def bench_compute(data: bytes, boxes: np.ndarray, repeats: int) -> list[dict]:
     from roi_lab.backbone import feature_summary, load_backbone
-    from roi_lab.geometry import make_variants
+    from roi_lab.geometry import crop_features_for_variants, crop_image_for_variants, make_variants
     from roi_lab.image import decode_image
     from roi_lab.ui import figures, views
 
@@ -214,6 +214,14 @@ def bench_compute(data: bytes, boxes: np.ndarray, repeats: int) -> list[dict]:
             "kind": "compute",
         }
     )
+    ms, _ = median_ms(lambda: crop_image_for_variants(vs, image_t, 56), repeats)
+    rows.append(
+        {
+            "what": "  the same, batched per op call (crop_image_for_variants; what the app runs)",
+            "ms": ms,
+            "kind": "compute",
+        }
+    )
     for view in ("mean", "pca"):
         ms, _ = median_ms(lambda view=view: views.channel_map(feats, view), repeats)
         rows.append(
@@ -228,6 +236,14 @@ def bench_compute(data: bytes, boxes: np.ndarray, repeats: int) -> list[dict]:
     rows.append(
         {
             "what": f"1-channel crops 7x7 of {len(boxes)} boxes x {len(vs)} variants (per view or box change)",
+            "ms": ms,
+            "kind": "compute",
+        }
+    )
+    ms, _ = median_ms(lambda: crop_features_for_variants(vs, channel, 7), repeats)
+    rows.append(
+        {
+            "what": "  the same, batched per op call (crop_features_for_variants; what the app runs)",
             "ms": ms,
             "kind": "compute",
         }

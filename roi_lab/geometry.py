@@ -47,6 +47,8 @@ __all__ = [
     "VariantKind",
     "Variant",
     "make_variants",
+    "crop_image_for_variants",
+    "crop_features_for_variants",
     "roi_align_sample_points",
     "crop_and_resize_sample_points",
     "box_iou_pairwise",
@@ -462,6 +464,110 @@ class Variant:
         x1, y1, x2, y2 = (region - 0.5).unbind(1)
         boxes_norm = torch.stack([y1 / max(h - 1, 1), x1 / max(w - 1, 1), y2 / max(h - 1, 1), x2 / max(w - 1, 1)], 1)
         return crop_and_resize(image, boxes_norm, self.op_kwargs["box_indices"].to(image.device), size)
+
+
+def crop_image_for_variants(
+    variants: list[Variant], image: Tensor, output_size: int | tuple[int, int] | None = None
+) -> list[Tensor]:
+    """``[v.apply_to_image(image, output_size) for v in variants]`` in one op call per op and output size.
+
+    Every ROIAlign variant's image crop is ``roi_align(image, rois, size, 1.0, 2, True)`` with its own
+    rois, and every crop_and_resize variant's is ``crop_and_resize(image, boxes_norm, box_indices,
+    size)`` (see :meth:`Variant.apply_to_image`), so the variants of one op and size share one call on
+    their concatenated boxes: the op's fixed cost (validation, sample tables) is paid once, not per
+    variant. Each box is sampled on its own, so the crops equal the per-variant calls exactly.
+
+    Args:
+        variants (list[Variant]): from :func:`make_variants`.
+        image (Tensor[N, 3, H, W]): float image the features were computed from.
+        output_size (int | (PH, PW) | None): default each variant's own size.
+
+    Returns:
+        list[Tensor[K, 3, PH, PW]]: one per variant, in order. An op that refuses one variant's
+        input raises for its batch; call :meth:`Variant.apply_to_image` per variant to isolate it.
+    """
+    from roi_lab import crop_and_resize, roi_align
+
+    h, w = image.shape[-2:]
+
+    def align_boxes(v: Variant) -> tuple[Tensor, Tensor | None]:
+        return to_rois(v.region_image.to(device=image.device, dtype=image.dtype), v.batch_index), None
+
+    def tf_boxes(v: Variant) -> tuple[Tensor, Tensor | None]:
+        x1, y1, x2, y2 = (v.region_image.to(device=image.device, dtype=image.dtype) - 0.5).unbind(1)
+        boxes_norm = torch.stack([y1 / max(h - 1, 1), x1 / max(w - 1, 1), y2 / max(h - 1, 1), x2 / max(w - 1, 1)], 1)
+        return boxes_norm, v.op_kwargs["box_indices"].to(image.device)
+
+    def run(op: str, size: tuple[int, int], boxes: Tensor, idx: Tensor | None) -> Tensor:
+        if op == "roi_align":
+            return roi_align(image, boxes, size, 1.0, 2, True)
+        return crop_and_resize(image, boxes, idx, size)
+
+    return _batched_by_call(variants, output_size, "crop_image_for_variants", lambda v: v.op,
+                            {"roi_align": align_boxes, "crop_and_resize": tf_boxes}, run)
+
+
+def crop_features_for_variants(
+    variants: list[Variant], features: Tensor, output_size: int | tuple[int, int] | None = None
+) -> list[Tensor]:
+    """``[v.apply(features, output_size) for v in variants]`` in one op call per distinct op call.
+
+    Variants that call the same op with the same settings (ROIAlign: ``spatial_scale``,
+    ``sampling_ratio``, ``aligned``; crop_and_resize: the crop size) share one call on their
+    concatenated boxes, e.g. 11 variants in 6 calls instead of 11. Each box is sampled on its own,
+    so the crops equal the per-variant calls exactly.
+
+    Args:
+        variants (list[Variant]): from :func:`make_variants`.
+        features (Tensor[N, C, h, w]): the feature map.
+        output_size (int | (PH, PW) | None): default each variant's own size.
+
+    Returns:
+        list[Tensor[K, C, PH, PW]]: one per variant, in order. An op that refuses one variant's
+        input raises for its batch; call :meth:`Variant.apply` per variant to isolate it.
+    """
+    from roi_lab import crop_and_resize, roi_align
+
+    def align_boxes(v: Variant) -> tuple[Tensor, Tensor | None]:
+        return to_rois(v.boxes_passed.to(device=features.device, dtype=features.dtype), v.batch_index), None
+
+    def tf_boxes(v: Variant) -> tuple[Tensor, Tensor | None]:
+        boxes = v.boxes_passed.to(device=features.device, dtype=features.dtype).float()
+        return boxes, v.op_kwargs["box_indices"].to(features.device)
+
+    def call_key(v: Variant) -> Any:
+        if v.op != "roi_align":
+            return v.op
+        kw = v.op_kwargs
+        return (v.op, float(kw["spatial_scale"]), int(kw["sampling_ratio"]), bool(kw["aligned"]))
+
+    def run(key: Any, size: tuple[int, int], boxes: Tensor, idx: Tensor | None) -> Tensor:
+        if key == "crop_and_resize":
+            return crop_and_resize(features, boxes, idx, size)
+        _, spatial_scale, sampling_ratio, aligned = key
+        return roi_align(features, boxes, size, spatial_scale=spatial_scale, sampling_ratio=sampling_ratio,
+                         aligned=aligned)
+
+    return _batched_by_call(variants, output_size, "crop_features_for_variants", call_key,
+                            {"roi_align": align_boxes, "crop_and_resize": tf_boxes}, run)
+
+
+def _batched_by_call(variants, output_size, where, call_key, boxes_of, run) -> list[Tensor]:
+    """Group ``variants`` by (``call_key(v)``, output size), run each group once on its concatenated
+    boxes (``boxes_of[v.op](v)`` -> (boxes, box indices or None)) and split the result back per variant."""
+    groups: dict[tuple[Any, tuple[int, int]], list[int]] = {}
+    for i, v in enumerate(variants):
+        size = _pair(v.output_size if output_size is None else output_size, where, "output_size", integer=True)
+        groups.setdefault((call_key(v), size), []).append(i)
+    out: list[Tensor | None] = [None] * len(variants)
+    for (key, size), members in groups.items():
+        parts = [boxes_of[variants[i].op](variants[i]) for i in members]
+        boxes = torch.cat([b for b, _ in parts])  # [sum K, 4 or 5]
+        idx = None if parts[0][1] is None else torch.cat([x for _, x in parts])  # [sum K]
+        crops = run(key, size, boxes, idx)  # [sum K, C, PH, PW]
+        for i, c in zip(members, torch.split(crops, [len(b) for b, _ in parts]), strict=True):
+            out[i] = c
+    return out  # type: ignore[return-value]
 
 
 def _fmt(v: float) -> str:

@@ -14,12 +14,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from roi_lab.boxes import to_rois
-from roi_lab.errors import InputValueError
+from roi_lab.errors import InputValueError, RoiLabError
 from roi_lab.geometry import (
     FeatureGeometry,
     Variant,
     VariantKind,
     box_iou_pairwise,
+    crop_features_for_variants,
+    crop_image_for_variants,
     feature_geometry,
     make_variants,
     resnet_feature_size,
@@ -476,6 +478,69 @@ def test_apply_to_image_shows_zero_off_image():
     on = v[K.CORRECT].apply_to_image(image, 5)
     assert (on != 0).all()
     assert (v[K.PIXELS_AS_NORMALIZED].apply_to_image(image, 3) == 0).all()
+
+
+@pytest.mark.parametrize("aligned", [True, False])
+@pytest.mark.parametrize("output_size", [None, 56, (5, 9)])
+def test_crop_image_for_variants_equals_apply_to_image_per_variant(aligned, output_size):
+    """One batched roi_align call gives bit-for-bit the crops of one call per variant (crop_and_resize too)."""
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(1, 3, 300, 400, generator=g)
+    boxes = torch.tensor([[10.0, 20.0, 200.0, 150.5], [250.0, 30.0, 390.0, 280.0], [0.0, 0.0, 400.0, 300.0]])
+    vs = make_variants(boxes, image_size=(300, 400), feature_size=(19, 25), stride=16, output_size=4,
+                       aligned=aligned)
+    assert {v.op for v in vs} == {"roi_align", "crop_and_resize"}
+    got = crop_image_for_variants(vs, image, output_size)
+    assert len(got) == len(vs)
+    for v, crop in zip(vs, got, strict=True):
+        expected = v.apply_to_image(image, output_size)
+        assert crop.shape == expected.shape, v.kind.value
+        assert torch.equal(crop, expected), v.kind.value
+
+
+def test_crop_image_for_variants_keeps_each_variants_own_size():
+    """Variants made with different output sizes are batched per size, each cropped at its own size."""
+    image = torch.rand(1, 3, 200, 240)
+    boxes = torch.tensor([[20.0, 30.0, 120.0, 150.0]])
+    a = make_variants(boxes, image_size=(200, 240), feature_size=(13, 15), stride=16, output_size=3)
+    b = make_variants(boxes, image_size=(200, 240), feature_size=(13, 15), stride=16, output_size=6)
+    mixed = [a[0], b[0], a[1], b[2]]
+    got = crop_image_for_variants(mixed, image)
+    assert [tuple(c.shape[-2:]) for c in got] == [(3, 3), (6, 6), (3, 3), (6, 6)]
+    for v, crop in zip(mixed, got, strict=True):
+        assert torch.equal(crop, v.apply_to_image(image))
+
+
+@pytest.mark.parametrize("aligned", [True, False])
+@pytest.mark.parametrize("sampling_ratio", [2, 0])
+@pytest.mark.parametrize("output_size", [None, (3, 5)])
+def test_crop_features_for_variants_equals_apply_per_variant(aligned, sampling_ratio, output_size):
+    """Variants batched by op and settings give bit-for-bit the crops of one call per variant."""
+    g = torch.Generator().manual_seed(1)
+    features = torch.randn(1, 8, 19, 25, generator=g)
+    boxes = torch.tensor([[10.0, 20.0, 200.0, 150.5], [250.0, 30.0, 390.0, 280.0], [0.0, 0.0, 400.0, 300.0]])
+    vs = make_variants(boxes, image_size=(300, 400), feature_size=(19, 25), stride=16, output_size=4,
+                       sampling_ratio=sampling_ratio, aligned=aligned)
+    settings = {(v.op_kwargs["spatial_scale"], v.op_kwargs["aligned"]) for v in vs if v.op == "roi_align"}
+    assert 1 < len(settings) < len(vs)  # several groups, some with more than one variant
+    got = crop_features_for_variants(vs, features, output_size)
+    assert len(got) == len(vs)
+    for v, crop in zip(vs, got, strict=True):
+        expected = v.apply(features, output_size)
+        assert crop.shape == expected.shape, v.kind.value
+        assert torch.equal(crop, expected), v.kind.value
+
+
+def test_batched_crops_raise_like_the_op_for_a_refused_input():
+    """A group whose input the op refuses raises (the caller then crops one by one to name the variant)."""
+    boxes = torch.tensor([[20.0, 30.0, 120.0, 150.0]])
+    vs = make_variants(boxes, image_size=(200, 240), feature_size=(13, 15), stride=16)
+    with pytest.raises((RoiLabError, RuntimeError)):
+        vs[0].apply(torch.rand(3, 13, 15))  # not [N, C, h, w]
+    with pytest.raises((RoiLabError, RuntimeError)):
+        crop_features_for_variants(vs, torch.rand(3, 13, 15))
+    with pytest.raises((RoiLabError, RuntimeError)):
+        crop_image_for_variants(vs, torch.rand(3, 200, 240))
 
 
 def test_make_variants_errors():

@@ -4,8 +4,9 @@ Every builder makes one ``go.Figure(data=[...], layout={...})`` with all rectang
 ``shapes=[...]`` list: the layout is set once, never shape by shape (an ``add_shape`` loop, or even
 one ``update_layout`` call, re-walks plotly's property tree and costs 10-30 ms per figure). Traces
 and layout are plain dicts and the figure is made with ``_validate=False``, plotly's own switch for
-trusted input: the Side-by-side page draws dozens of small figures per rerun. The tests check every
-builder's output with plotly's validators instead (``go.Figure(fig.to_dict())``).
+trusted input: the Side-by-side page draws dozens of small figures per rerun. The default template is
+attached when a figure is exported, not copied into every figure (:class:`_TrustedFigure`). The tests
+check every builder's output with plotly's validators instead (``go.Figure(fig.to_dict())``).
 
 Convention:
     Image figures use image pixels on both axes with continuous coordinates: pixel ``(i, j)``
@@ -19,12 +20,14 @@ Convention:
 from __future__ import annotations
 
 import base64
+import functools
 from collections.abc import Sequence
 from typing import Any
 
 import cv2
 import numpy as np
 import plotly.graph_objects as go
+import plotly.io as pio
 
 __all__ = [
     "CHANNEL_VIEWS",
@@ -119,11 +122,41 @@ def _pixel_axes(w: float, h: float, *, show: bool = False, offset: float = 0.0) 
     }
 
 
+@functools.lru_cache(maxsize=4)
+def _template_dict(name: str) -> dict[str, Any]:
+    """The registered plotly template ``name`` as a plain dict, built once and shared read-only."""
+    return pio.templates[name].to_plotly_json()
+
+
+class _TrustedFigure(go.Figure):
+    """A ``go.Figure`` that attaches plotly's default template when it is exported, not when it is built.
+
+    A plain ``go.Figure`` copies the default template (a 7 kB tree) into every new figure and deep-copies
+    it again in every ``to_dict()``: about 2 ms of a 3 ms figure. Here the template is added to the
+    exported dict as one shared plain dict (treat the export as read-only; Streamlit and
+    ``plotly.io.to_json`` only read it), so ``to_dict()`` and the JSON sent to the browser are exactly
+    those of a plain ``go.Figure``. ``fig.layout.template`` reads empty; a template set on the figure wins.
+    """
+
+    def _initialize_layout_template(self) -> None:  # plotly's hook, called by go.Figure.__init__
+        pass
+
+    def to_dict(self) -> dict[str, Any]:
+        res = super().to_dict()
+        if pio.templates.default is not None and "template" not in res["layout"]:
+            default = pio.templates.default
+            res["layout"]["template"] = (
+                _template_dict(default) if isinstance(default, str) else default.to_plotly_json()
+            )
+        return res
+
+
 def _figure(data: list[dict[str, Any]], **layout: Any) -> go.Figure:
     """A figure from plain trace dicts and ONE layout dict (all shapes at once), without plotly's
-    per-property validation (see the module docstring)."""
+    per-property validation and without copying the default template into it (see the module
+    docstring and :class:`_TrustedFigure`)."""
     layout = {"plot_bgcolor": "white", "paper_bgcolor": "rgba(0,0,0,0)", **layout}  # plain with or without a theme
-    return go.Figure(data=data, layout=layout, _validate=False)
+    return _TrustedFigure(data=data, layout=layout, _validate=False)
 
 
 def _image_trace(uri: str, uri_scale: float) -> dict[str, Any]:

@@ -3,8 +3,11 @@
 Models are resources (one per name/weights/device, shared by sessions). Everything derived from
 an image is data keyed by the image's sha1 and primitives; tensors, arrays and bytes that are
 already identified by that hash are passed as ``_``-prefixed arguments, which Streamlit does not
-hash. The Side-by-side page's figures that do not depend on the channel view are resources too
-(read-only; Streamlit copies a figure when it sends it), so a rerun only re-sends them.
+hash. The Side-by-side page's variants and the figures that do not depend on the channel view are
+resources too (read-only; Streamlit copies a figure when it sends it), so a rerun neither unpickles
+nor rebuilds them. The variants' crops run one op call per distinct call
+(``roi_lab.geometry.crop_features_for_variants`` / ``crop_image_for_variants``), falling back to one
+call per variant when an op refuses an input, so the panel of that variant alone shows the error.
 
 Features are computed on the chosen device and cached on the CPU: the crops and figures are
 small, and a cached CUDA tensor would pin GPU memory per entry.
@@ -183,7 +186,7 @@ def summary(feature_key: tuple, kind: str, _features: torch.Tensor) -> np.ndarra
     return feature_summary(_features, kind)
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
+@st.cache_resource(show_spinner=False, max_entries=16)
 def variants(
     boxes_sig: tuple,
     image_size: tuple[int, int],
@@ -193,7 +196,10 @@ def variants(
     sampling_ratio: int,
     aligned: bool,
 ) -> list[Any]:
-    """``roi_lab.geometry.make_variants`` for the boxes ``boxes_sig`` (a tuple of xyxy tuples)."""
+    """``roi_lab.geometry.make_variants`` for the boxes ``boxes_sig`` (a tuple of xyxy tuples).
+
+    A resource, shared read-only: as data, every rerun would unpickle ~100 small tensors.
+    """
     from roi_lab.geometry import make_variants
 
     return make_variants(
@@ -235,6 +241,17 @@ def _apply_all(vs: list[Any], fn) -> tuple[list[Any], dict[str, str]]:
     return out, errors
 
 
+def _apply_batched(vs: list[Any], batched, one) -> tuple[list[Any], dict[str, str]]:
+    """``batched(vs)`` (one op call per distinct call, see ``roi_lab.geometry.crop_features_for_variants``);
+    if an op refuses an input, ``one(v)`` per variant instead so that only that variant shows the error."""
+    from roi_lab.errors import RoiLabError
+
+    try:
+        return batched(vs), {}
+    except (RoiLabError, RuntimeError):
+        return _apply_all(vs, one)
+
+
 @st.cache_data(show_spinner=False, max_entries=16)
 def channel_map(feature_key: tuple, view: str, index: int, _features: torch.Tensor) -> torch.Tensor:
     """One channel view of the whole feature map, Tensor[1, 1, h, w] (see ``views.channel_map``)."""
@@ -260,8 +277,13 @@ def variant_maps(
     variant. ``map_key`` names ``_map`` (feature key, view, channel); ``variants_key`` names
     ``_variants`` (boxes and settings of :func:`variants`).
     """
+    from roi_lab.geometry import crop_features_for_variants
+
     k = len(_variants[0].boxes_passed)
-    crops, errors = _apply_all(_variants, lambda v: v.apply(_map, output_size)[:, 0].numpy())  # [K, PH, PW]
+    crops, errors = _apply_batched(
+        _variants, lambda vs: crop_features_for_variants(vs, _map, output_size), lambda v: v.apply(_map, output_size)
+    )  # [K, 1, PH, PW] each
+    crops = [c[:, 0].numpy() if c is not None else None for c in crops]  # [K, PH, PW]
     maps = np.stack([c if c is not None else np.full((k, output_size, output_size), np.nan, np.float32)
                      for c in crops])
     return {"kinds": [v.kind.value for v in _variants], "maps": maps.astype(np.float32), "errors": errors}
@@ -282,9 +304,14 @@ def variant_crops(
 
     For the "max over channels" view (not linear) and the .npz download.
     """
+    from roi_lab.geometry import crop_features_for_variants
+
     feature_size = (int(_features.shape[-2]), int(_features.shape[-1]))
     vs = _single_box_variants(box, image_size, feature_size, stride, output_size, sampling_ratio, aligned)
-    crops, errors = _apply_all(vs, lambda v: v.apply(_features, output_size)[0].numpy())
+    crops, errors = _apply_batched(
+        vs, lambda vs: crop_features_for_variants(vs, _features, output_size), lambda v: v.apply(_features, output_size)
+    )  # [1, C, PH, PW] each
+    crops = [c[0].numpy() if c is not None else None for c in crops]  # [C, PH, PW]
     c = int(_features.shape[1])
     full = np.stack([x if x is not None else np.full((c, output_size, output_size), np.nan, np.float32)
                      for x in crops])
@@ -300,9 +327,15 @@ def variant_rgb(
     _image: np.ndarray,
 ) -> dict[str, Any]:
     """What every variant really crops from the RGB image, for every box: ndarray[V, K, S, S, 3] uint8."""
+    from roi_lab.geometry import crop_image_for_variants
+
     k = len(_variants[0].boxes_passed)
     image_t = torch.from_numpy(np.ascontiguousarray(_image)).permute(2, 0, 1)[None].float() / 255.0
-    crops, errors = _apply_all(_variants, lambda v: v.apply_to_image(image_t, rgb_size))  # [K, 3, S, S] in 0..1
+    crops, errors = _apply_batched(
+        _variants,
+        lambda vs: crop_image_for_variants(vs, image_t, rgb_size),
+        lambda v: v.apply_to_image(image_t, rgb_size),
+    )  # [K, 3, S, S] in 0..1 each
     rgb = np.zeros((len(_variants), k, rgb_size, rgb_size, 3), np.uint8)
     for i, c in enumerate(crops):
         if c is not None:

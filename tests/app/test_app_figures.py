@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import plotly.graph_objects as go
+import plotly.io as pio
 import pytest
 import torch
 
@@ -203,3 +204,33 @@ def test_crops_npz_round_trips():
         assert list(z["kinds"]) == ["correct", "yx_swapped"]
         np.testing.assert_array_equal(z["crops"], crops)
         assert z["rgb"].shape == (2, 5, 5, 3) and z["box_image"].tolist() == [1, 2, 3, 4] and int(z["output_size"]) == 4
+
+
+def test_builders_export_exactly_what_a_plain_go_figure_exports():
+    """The builders skip copying the default template into each figure; the exported dict and JSON are the same."""
+    z = np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4)
+    built = [
+        figures.crop_heatmap(z, 0.0, 1.0, title="crop"),
+        figures.diff_heatmap(z - 0.5, 0.5),
+        figures.rgb_figure(np.zeros((4, 4, 3), np.uint8)),
+        figures.feature_map_figure(z, np.array([[0.5, 0.5, 2.0, 1.5]]), np.array([[0.0, 0.0, 1.0, 1.0]])),
+        figures.points_figure(URI, (60, 80), np.array([[5.0, 5.0]]), np.array([4, 4, 6, 6.0]), np.array([4, 4, 6, 6.0]),
+                              uri_scale=URI_SCALE),
+        figures.image_figure(URI, (60, 80), np.array([[10, 5, 30, 25.0]]), ["a"], uri_scale=URI_SCALE),
+    ]
+    for fig in built:
+        exported = fig.to_dict()
+        assert exported["layout"]["template"] == pio.templates[pio.templates.default].to_plotly_json()
+        plain = go.Figure(  # built the way the builders did before: no validation, default template copied in
+            data=exported["data"], layout={k: v for k, v in exported["layout"].items() if k != "template"},
+            _validate=False,
+        )
+        assert exported == plain.to_dict()
+        assert pio.to_json(fig, validate=False) == pio.to_json(plain, validate=False)
+        assert fig.to_dict() == exported  # exporting twice gives the same (nothing was mutated)
+
+
+def test_a_template_set_on_a_built_figure_wins():
+    fig = figures.crop_heatmap(np.zeros((2, 2), np.float32), 0.0, 1.0)
+    fig.update_layout(template={"layout": {"font": {"size": 9}}})
+    assert fig.to_dict()["layout"]["template"] == {"layout": {"font": {"size": 9}}}
