@@ -283,10 +283,14 @@ def variant_maps(
     crops, errors = _apply_batched(
         _variants, lambda vs: crop_features_for_variants(vs, _map, output_size), lambda v: v.apply(_map, output_size)
     )  # [K, 1, PH, PW] each
-    crops = [c[:, 0].numpy() if c is not None else None for c in crops]  # [K, PH, PW]
-    maps = np.stack([c if c is not None else np.full((k, output_size, output_size), np.nan, np.float32)
-                     for c in crops])
-    return {"kinds": [v.kind.value for v in _variants], "maps": maps.astype(np.float32), "errors": errors}
+    maps = _stack_or_nan([c[:, 0] if c is not None else None for c in crops], (k, output_size, output_size))
+    return {"kinds": [v.kind.value for v in _variants], "maps": maps, "errors": errors}
+
+
+def _stack_or_nan(crops: list[torch.Tensor | None], shape: tuple[int, ...]) -> np.ndarray:
+    """One float32 array [V, *shape] of the variants' crops; NaN for a variant whose op refused the input."""
+    missing = np.full(shape, np.nan, np.float32)
+    return np.stack([c.numpy().astype(np.float32, copy=False) if c is not None else missing for c in crops])
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -311,11 +315,9 @@ def variant_crops(
     crops, errors = _apply_batched(
         vs, lambda vs: crop_features_for_variants(vs, _features, output_size), lambda v: v.apply(_features, output_size)
     )  # [1, C, PH, PW] each
-    crops = [c[0].numpy() if c is not None else None for c in crops]  # [C, PH, PW]
     c = int(_features.shape[1])
-    full = np.stack([x if x is not None else np.full((c, output_size, output_size), np.nan, np.float32)
-                     for x in crops])
-    return {"kinds": [v.kind.value for v in vs], "crops": full.astype(np.float32), "errors": errors}
+    full = _stack_or_nan([x[0] if x is not None else None for x in crops], (c, output_size, output_size))
+    return {"kinds": [v.kind.value for v in vs], "crops": full, "errors": errors}
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
