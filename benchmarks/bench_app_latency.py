@@ -198,68 +198,51 @@ def bench_compute(data: bytes, boxes: np.ndarray, repeats: int) -> list[dict]:
             "kind": "compute",
         }
     ]
+
+    def time_row(what: str, fn) -> None:
+        """Append the median of ``repeats`` calls of ``fn`` as a compute row."""
+        ms, _ = median_ms(fn, repeats)
+        rows.append({"what": what, "ms": ms, "kind": "compute"})
+
     h, w = image.shape[:2]
     fsize = tuple(feats.shape[-2:])
     b = torch.tensor(boxes, dtype=torch.float32)
-    ms, _ = median_ms(lambda: make_variants(b, image_size=(h, w), feature_size=fsize, stride=16), repeats)
-    rows.append({"what": f"make_variants, {len(boxes)} boxes", "ms": ms, "kind": "compute"})
+    time_row(
+        f"make_variants, {len(boxes)} boxes", lambda: make_variants(b, image_size=(h, w), feature_size=fsize, stride=16)
+    )
     vs = make_variants(b, image_size=(h, w), feature_size=fsize, stride=16)
     image_t = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
 
-    ms, _ = median_ms(lambda: [v.apply_to_image(image_t, 56) for v in vs], repeats)
-    rows.append(
-        {
-            "what": f"RGB crops 56x56 of {len(boxes)} boxes x {len(vs)} variants (per box change)",
-            "ms": ms,
-            "kind": "compute",
-        }
+    time_row(
+        f"RGB crops 56x56 of {len(boxes)} boxes x {len(vs)} variants (per box change)",
+        lambda: [v.apply_to_image(image_t, 56) for v in vs],
     )
-    ms, _ = median_ms(lambda: crop_image_for_variants(vs, image_t, 56), repeats)
-    rows.append(
-        {
-            "what": "  the same, batched per op call (crop_image_for_variants; what the app runs)",
-            "ms": ms,
-            "kind": "compute",
-        }
+    time_row(
+        "  the same, batched per op call (crop_image_for_variants; what the app runs)",
+        lambda: crop_image_for_variants(vs, image_t, 56),
     )
     for view in ("mean", "pca"):
-        ms, _ = median_ms(lambda view=view: views.channel_map(feats, view), repeats)
-        rows.append(
-            {
-                "what": f"channel map '{view}' of the whole [1, {feats.shape[1]}, {fsize[0]}, {fsize[1]}] map",
-                "ms": ms,
-                "kind": "compute",
-            }
+        time_row(
+            f"channel map '{view}' of the whole [1, {feats.shape[1]}, {fsize[0]}, {fsize[1]}] map",
+            lambda view=view: views.channel_map(feats, view),
         )
     channel = views.channel_map(feats, "mean")
-    ms, _ = median_ms(lambda: [v.apply(channel, 7) for v in vs], repeats)
-    rows.append(
-        {
-            "what": f"1-channel crops 7x7 of {len(boxes)} boxes x {len(vs)} variants (per view or box change)",
-            "ms": ms,
-            "kind": "compute",
-        }
+    time_row(
+        f"1-channel crops 7x7 of {len(boxes)} boxes x {len(vs)} variants (per view or box change)",
+        lambda: [v.apply(channel, 7) for v in vs],
     )
-    ms, _ = median_ms(lambda: crop_features_for_variants(vs, channel, 7), repeats)
-    rows.append(
-        {
-            "what": "  the same, batched per op call (crop_features_for_variants; what the app runs)",
-            "ms": ms,
-            "kind": "compute",
-        }
+    time_row(
+        "  the same, batched per op call (crop_features_for_variants; what the app runs)",
+        lambda: crop_features_for_variants(vs, channel, 7),
     )
 
     def full_crops_one_box() -> np.ndarray:
         one = make_variants(b[:1], image_size=(h, w), feature_size=fsize, stride=16)
         return np.stack([v.apply(feats, 7)[0].numpy() for v in one])
 
-    ms, _ = median_ms(full_crops_one_box, repeats)
-    rows.append(
-        {"what": f"all-channel crops of one box x {len(vs)} variants ('max' view, .npz)", "ms": ms, "kind": "compute"}
-    )
+    time_row(f"all-channel crops of one box x {len(vs)} variants ('max' view, .npz)", full_crops_one_box)
     crops = full_crops_one_box()
-    ms, _ = median_ms(lambda: views.crop_views(crops, "max"), repeats)
-    rows.append({"what": "max view + shared ranges of those crops", "ms": ms, "kind": "compute"})
+    time_row("max view + shared ranges of those crops", lambda: views.crop_views(crops, "max"))
     cv = views.crop_views(crops, "mean")
 
     def crop_figures() -> None:
@@ -267,8 +250,7 @@ def bench_compute(data: bytes, boxes: np.ndarray, repeats: int) -> list[dict]:
             figures.crop_heatmap(cv.maps[i], cv.zmin, cv.zmax).to_dict()
             figures.diff_heatmap(cv.diffs[i], cv.zabs).to_dict()
 
-    ms, _ = median_ms(crop_figures, repeats)
-    rows.append({"what": f"build + serialise {2 * len(crops)} crop/diff heatmaps", "ms": ms, "kind": "compute"})
+    time_row(f"build + serialise {2 * len(crops)} crop/diff heatmaps", crop_figures)
     summary = feature_summary(feats, "mean")
     uri, sc = figures.image_data_uri(image, 320)
 
@@ -278,19 +260,12 @@ def bench_compute(data: bytes, boxes: np.ndarray, repeats: int) -> list[dict]:
             figures.feature_map_figure(summary, p.regions_feature, views.intended_feature(boxes, 16)).to_dict()
             figures.points_figure(uri, (h, w), p.points_image, p.region_image, boxes[0], uri_scale=sc).to_dict()
 
-    ms, _ = median_ms(geometry_figures, repeats)
-    rows.append(
-        {
-            "what": f"build + serialise {2 * len(vs)} geometry figures (built once per box set)",
-            "ms": ms,
-            "kind": "compute",
-        }
-    )
+    time_row(f"build + serialise {2 * len(vs)} geometry figures (built once per box set)", geometry_figures)
     full_uri, _ = figures.image_data_uri(image)
-    ms, _ = median_ms(
-        lambda: figures.image_figure(full_uri, (h, w), boxes, [str(i) for i in range(10)]).to_dict(), repeats
+    time_row(
+        "Boxes page image figure (build + serialise)",
+        lambda: figures.image_figure(full_uri, (h, w), boxes, [str(i) for i in range(10)]).to_dict(),
     )
-    rows.append({"what": "Boxes page image figure (build + serialise)", "ms": ms, "kind": "compute"})
     return rows
 
 
@@ -320,8 +295,9 @@ def bench_browser(data: bytes, boxes: np.ndarray, repeats: int) -> list[dict]:
 
     tmp = Path(tempfile.mkdtemp())
     (tmp / "scene.png").write_bytes(data)
-    (tmp / "boxes.json").write_text(write_boxes(boxes, "json", image_size=(600, 800),
-                                                labels=[f"box {i + 1}" for i in range(len(boxes))]))
+    (tmp / "boxes.json").write_text(
+        write_boxes(boxes, "json", image_size=(600, 800), labels=[f"box {i + 1}" for i in range(len(boxes))])
+    )
     rows = []
     with streamlit_server(timeout=120, extra_env={"ROI_LAB_MAX_SIDE": "800"}) as port, sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu"])
@@ -354,12 +330,19 @@ def bench_browser(data: bytes, boxes: np.ndarray, repeats: int) -> list[dict]:
             order = ["pca", "mean", "max", "mean"] * repeats
             times = {v: [] for v in labels}
             for view in order:
-                ms = timed(lambda view=view: page.get_by_text(labels[view], exact=True).click(),
-                           rf"^Crop color scale .*\({view}\)")
+                ms = timed(
+                    lambda view=view: page.get_by_text(labels[view], exact=True).click(),
+                    rf"^Crop color scale .*\({view}\)",
+                )
                 times[view].append(ms)
             for view in ("mean", "pca", "max"):
-                rows.append({"what": f"Chromium: channel view -> '{view}' (fragment rerun, redrawn)",
-                             "ms": statistics.median(times[view]), "kind": "browser"})
+                rows.append(
+                    {
+                        "what": f"Chromium: channel view -> '{view}' (fragment rerun, redrawn)",
+                        "ms": statistics.median(times[view]),
+                        "kind": "browser",
+                    }
+                )
             box_times = []
             select = page.locator("[data-testid=stSelectbox]", has_text="Box shown in the crops")
             for i in range(1, 1 + min(repeats, len(boxes) - 1)):
@@ -369,8 +352,13 @@ def bench_browser(data: bytes, boxes: np.ndarray, repeats: int) -> list[dict]:
                     page.get_by_role("option", name=f"{i + 1}: box {i + 1}").click()
 
                 box_times.append(timed(pick, rf"Box {i + 1} \(box {i + 1}\)"))
-            rows.append({"what": "Chromium: change the box shown (whole page rerun, redrawn)",
-                         "ms": statistics.median(box_times), "kind": "browser"})
+            rows.append(
+                {
+                    "what": "Chromium: change the box shown (whole page rerun, redrawn)",
+                    "ms": statistics.median(box_times),
+                    "kind": "browser",
+                }
+            )
         finally:
             browser.close()
     return rows
