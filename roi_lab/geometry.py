@@ -475,7 +475,9 @@ def crop_image_for_variants(
     rois, and every crop_and_resize variant's is ``crop_and_resize(image, boxes_norm, box_indices,
     size)`` (see :meth:`Variant.apply_to_image`), so the variants of one op and size share one call on
     their concatenated boxes: the op's fixed cost (validation, sample tables) is paid once, not per
-    variant. Each box is sampled on its own, so the crops equal the per-variant calls exactly.
+    variant. Each box is sampled on its own: crop_and_resize crops equal the per-variant calls bit for
+    bit (a gather per output), roi_align crops to within a few ulp (its matmul buckets depend on the
+    other boxes of the call; see ``roi_align``'s batch invariance note).
 
     Args:
         variants (list[Variant]): from :func:`make_variants`.
@@ -515,7 +517,8 @@ def crop_features_for_variants(
     Variants that call the same op with the same settings (ROIAlign: ``spatial_scale``,
     ``sampling_ratio``, ``aligned``; crop_and_resize: the crop size) share one call on their
     concatenated boxes, e.g. 11 variants in 6 calls instead of 11. Each box is sampled on its own,
-    so the crops equal the per-variant calls exactly.
+    so the crops equal the per-variant calls: crop_and_resize bit for bit, roi_align to within a few
+    ulp (see ``roi_align``'s batch invariance note).
 
     Args:
         variants (list[Variant]): from :func:`make_variants`.
