@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from roi_lab import _limits  # noqa: F401  (first: sets OPENCV_IO_MAX_IMAGE_PIXELS before any cv2 import)
+
 __version__ = "0.1.0"
 
 # public name -> module that defines it

@@ -12,6 +12,7 @@ All errors subclass :class:`ValueError` too, so ``except ValueError`` code keeps
 
 from __future__ import annotations
 
+import reprlib
 from typing import Any
 
 __all__ = [
@@ -23,6 +24,8 @@ __all__ = [
     "ImageDecodeError",
     "BoxFileError",
     "describe",
+    "clip",
+    "MAX_FIELD_CHARS",
 ]
 
 
@@ -37,6 +40,8 @@ class RoiLabError(ValueError):
     """
 
     def __init__(self, where: str, *, expected: str, got: str, fix: str = "") -> None:
+        # every field may quote user input (a 10 MB line, a long path): each is clipped to MAX_FIELD_CHARS
+        where, expected, got, fix = (clip(str(v)) for v in (where, expected, got, fix))
         self.where, self.expected, self.got, self.fix = where, expected, got, fix
         message = f"{where} expects {expected}; got {got}."
         if fix:
@@ -79,6 +84,54 @@ class BoxFileError(RoiLabError):
     """A COCO / VOC / YOLO / JSON box file is malformed."""
 
 
+#: The longest field (where / expected / got / fix) of an error message; longer text is cut in the middle.
+MAX_FIELD_CHARS = 1000
+
+
+def clip(text: str, limit: int = MAX_FIELD_CHARS) -> str:
+    """``text`` cut to at most ``limit`` characters, keeping its start and end and saying how much was left out.
+
+    Example:
+        >>> clip("a" * 50 + "b" * 50, 60)
+        'aaaaaaaaaaaaaaaaaaaaa... [73 characters left out] ...bbbbbb'
+    """
+    if len(text) <= limit:
+        return text
+    reserved = len(f"... [{len(text)} characters left out] ...")  # the note is never longer than this
+    tail = max((limit - reserved) // 4, 0)
+    head = max(limit - reserved - tail, 0)
+    return f"{text[:head]}... [{len(text) - head - tail} characters left out] ...{text[len(text) - tail:]}"
+
+
+class _BoundedRepr(reprlib.Repr):
+    """``reprlib`` with limits wide enough that short values read as ``repr`` does, but bounded work for
+    huge or deeply nested ones, and no exception from ints beyond Python's 4300-digit ``str`` limit."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel, self.maxlist, self.maxtuple, self.maxdict, self.maxset = 6, 30, 30, 10, 10
+        self.maxstring, self.maxother, self.maxlong = 200, 200, 200
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 600:  # ~180 digits; str() of 4300+ digits raises ValueError
+            return f"<int of {x.bit_length()} bits>"
+        return super().repr_int(x, level)
+
+    def repr_instance(self, x: Any, level: int) -> str:
+        try:
+            return super().repr_instance(x, level)
+        except Exception:  # a __repr__ that raises, or recursion
+            return f"<{type(x).__name__} object>"
+
+
+_REPR = _BoundedRepr()
+
+
+def _short_repr(x: Any) -> str:
+    text = _REPR.repr(x)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def describe(x: Any) -> str:
     """A short description of a value for error messages.
 
@@ -105,8 +158,4 @@ def describe(x: Any) -> str:
         shown = ", ".join("Tensor[" + ", ".join(str(d) for d in t.shape) + "]" for t in x[:4])
         more = ", ..." if len(x) > 4 else ""
         return f"a {type(x).__name__} of {len(x)} tensors [{shown}{more}]"
-    if isinstance(x, (list, tuple)):
-        text = repr(x)
-        return f"{type(x).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
-    text = repr(x)
-    return f"{type(x).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
+    return f"{type(x).__name__} {_short_repr(x)}"

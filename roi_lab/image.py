@@ -4,6 +4,19 @@ Users upload anything, so :func:`decode_image` reads the width and height that t
 in its header before OpenCV sees a byte of pixel data, and refuses images above a pixel cap. A
 100-byte PNG can declare 20000 x 20000 pixels (1.2 GB once decoded); it is refused in microseconds.
 
+Bounds (see :mod:`roi_lab._limits`), each with its own guard:
+
+- pixels: the header's width x height <= ``max_pixels`` (default 50 MP). Behind it, independent of
+  these parsers, OpenCV's own ``OPENCV_IO_MAX_IMAGE_PIXELS`` (set before cv2 loads) refuses an image
+  whose size *as its decoder reads it* is larger, before allocating, and the decoded array's size is
+  checked against the header: a file that declares one size and decodes to another (a TIFF that
+  repeats its ImageWidth tag, say) is refused.
+- memory: the decoded buffer (channels x bytes per sample, from the header) <= ``max_pixels`` x 8 bytes
+  (16-bit RGBA), and the conversion to uint8 works in slices of about a million values, so the peak is
+  the decoded image plus the RGB result plus a few MB (no full-size uint32 or float temporaries).
+- time: a JPEG with more than 100 scans (SOS markers) is refused before decoding: each scan is a pass over
+  the whole image, and a progressive JPEG of 20,000 tiny scans took minutes.
+
 Supported: PNG, JPEG, WebP, BMP, TIFF and GIF (first frame). Grayscale, grayscale + alpha, RGBA
 (alpha dropped, not composited), palette and 16-bit images all come out as ``ndarray[H, W, 3]``
 uint8 in RGB order. JPEG EXIF orientation is applied, as a browser does.
@@ -12,15 +25,16 @@ uint8 in RGB order. JPEG EXIF orientation is applied, as a browser does.
 from __future__ import annotations
 
 import struct
+from typing import NamedTuple
 
 import cv2
 import numpy as np
 
+from roi_lab._limits import DECODED_BYTES_PER_PIXEL, DEFAULT_MAX_PIXELS, MAX_JPEG_SCANS, OPENCV_PIXEL_CEILING
 from roi_lab.errors import ImageDecodeError, InputValueError, describe
 
 __all__ = ["decode_image", "read_image_size", "resize_to_max_side", "SUPPORTED_FORMATS", "DEFAULT_MAX_PIXELS"]
 
-DEFAULT_MAX_PIXELS = 50_000_000
 SUPPORTED_FORMATS = ("PNG", "JPEG", "WebP", "BMP", "TIFF", "GIF")
 _SUPPORTED_TEXT = "a PNG, JPEG, WebP, BMP, TIFF or GIF image"
 
@@ -72,19 +86,29 @@ def _sniff_other(data: bytes) -> str:
 
 
 # --------------------------------------------------------------------------- header parsers
-def _png_size(data: bytes) -> tuple[int, int]:
-    if len(data) < 24:
+class _Header(NamedTuple):
+    width: int
+    height: int
+    pixel_bytes: int  # bytes per pixel of OpenCV's decoded buffer (channels x bytes per sample), an upper bound
+
+
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 4, 4: 2, 6: 4}  # colour type -> channels OpenCV returns (palette: up to BGRA)
+
+
+def _png_size(data: bytes) -> _Header:
+    if len(data) < 26:
         raise _truncated("PNG", len(data))
     if data[12:16] != b"IHDR":
         raise _fail("a PNG whose first chunk is IHDR", f"first chunk {data[12:16]!r}", "re-save the image as PNG")
     w, h = struct.unpack(">II", data[16:24])
-    return w, h
+    depth, colour = data[24], data[25]
+    return _Header(w, h, _PNG_CHANNELS.get(colour, 4) * (2 if depth == 16 else 1))
 
 
 _SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 
 
-def _jpeg_size(data: bytes) -> tuple[int, int]:
+def _jpeg_size(data: bytes) -> _Header:
     """Walk the JPEG marker segments up to the first SOFn frame header."""
     i, n = 2, len(data)
     while True:
@@ -109,31 +133,32 @@ def _jpeg_size(data: bytes) -> tuple[int, int]:
             if i + 9 > n:
                 raise _truncated("JPEG", n)
             h, w = struct.unpack(">HH", data[i + 5 : i + 9])
-            return w, h
+            return _Header(w, h, 3)  # decoded as 8-bit BGR
         if length < 2:
             raise _fail("a JPEG with valid marker segments", f"a segment of length {length} at offset {i}",
                         "re-save the image as PNG or JPEG")
         i += 2 + length
 
 
-def _gif_size(data: bytes) -> tuple[int, int]:
+def _gif_size(data: bytes) -> _Header:
     if len(data) < 10:
         raise _truncated("GIF", len(data))
-    return struct.unpack("<HH", data[6:10])
+    w, h = struct.unpack("<HH", data[6:10])
+    return _Header(w, h, 4)
 
 
-def _bmp_size(data: bytes) -> tuple[int, int]:
+def _bmp_size(data: bytes) -> _Header:
     if len(data) < 26:
         raise _truncated("BMP", len(data))
     (header_size,) = struct.unpack("<I", data[14:18])
     if header_size == 12:  # OS/2 BITMAPCOREHEADER
         w, h = struct.unpack("<HH", data[18:22])
-        return w, h
+        return _Header(w, h, 4)
     w, h = struct.unpack("<ii", data[18:26])
-    return abs(w), abs(h)  # negative height = top-down rows
+    return _Header(abs(w), abs(h), 4)  # negative height = top-down rows
 
 
-def _webp_size(data: bytes) -> tuple[int, int]:
+def _webp_size(data: bytes) -> _Header:
     if len(data) < 30:
         raise _truncated("WebP", len(data))
     chunk = data[12:16]
@@ -141,21 +166,26 @@ def _webp_size(data: bytes) -> tuple[int, int]:
         if data[23:26] != b"\x9d\x01\x2a":
             raise _fail("a WebP (VP8) with a valid start code", f"{data[23:26]!r}", "re-save the image as PNG")
         w, h = struct.unpack("<HH", data[26:30])
-        return w & 0x3FFF, h & 0x3FFF
+        return _Header(w & 0x3FFF, h & 0x3FFF, 4)
     if chunk == b"VP8L":  # lossless: signature 0x2f + 14-bit (w-1), 14-bit (h-1)
         if data[20] != 0x2F:
             raise _fail("a WebP (VP8L) with signature 0x2f", f"{data[20]:#04x}", "re-save the image as PNG")
         (bits,) = struct.unpack("<I", data[21:25])
-        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+        return _Header((bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1, 4)
     if chunk == b"VP8X":  # extended: 24-bit (canvas w-1), (canvas h-1) after 4 flag bytes
         w = int.from_bytes(data[24:27], "little") + 1
         h = int.from_bytes(data[27:30], "little") + 1
-        return w, h
+        return _Header(w, h, 4)
     raise _fail("a WebP with a VP8, VP8L or VP8X chunk", f"chunk {chunk!r}", "re-save the image as PNG")
 
 
-def _tiff_size(data: bytes) -> tuple[int, int]:
-    """Width and height (tags 256, 257) from the first IFD of a classic or BigTIFF file."""
+_TIFF_TYPE_SIZES = {3: 2, 4: 4, 16: 8}  # SHORT, LONG, LONG8 (BigTIFF)
+_TIFF_TAGS = {256: "ImageWidth", 257: "ImageLength", 258: "BitsPerSample", 277: "SamplesPerPixel"}
+
+
+def _tiff_size(data: bytes) -> _Header:
+    """Width, height (tags 256, 257) and decoded bytes per pixel (258, 277) from the first IFD of a classic or
+    BigTIFF file. A tag given twice is refused: libtiff and this parser could each pick another one."""
     n = len(data)
     order = "<" if data[:2] == b"II" else ">"
     (version,) = struct.unpack(order + "H", data[2:4])
@@ -164,35 +194,46 @@ def _tiff_size(data: bytes) -> tuple[int, int]:
         if big:
             (ifd,) = struct.unpack(order + "Q", data[8:16])
             (count,) = struct.unpack(order + "Q", data[ifd : ifd + 8])
-            start, entry_size = ifd + 8, 20
+            start, entry_size, inline = ifd + 8, 20, 8
         else:
             (ifd,) = struct.unpack(order + "I", data[4:8])
             (count,) = struct.unpack(order + "H", data[ifd : ifd + 2])
-            start, entry_size = ifd + 2, 12
+            start, entry_size, inline = ifd + 2, 12, 4
     except struct.error:
         raise _truncated("TIFF", n) from None
     if start + count * entry_size > n:
         raise _truncated("TIFF", n)
-    size: dict[int, int] = {}
+    values: dict[int, list[int]] = {}
     for k in range(count):
         e = start + k * entry_size
         tag, typ = struct.unpack(order + "HH", data[e : e + 4])
-        if tag not in (256, 257):
+        if tag not in _TIFF_TAGS:
             continue
-        value = data[e + 12 : e + 20] if big else data[e + 8 : e + 12]
-        if typ == 3:  # SHORT, left-justified in the value field
-            (size[tag],) = struct.unpack(order + "H", value[:2])
-        elif typ == 4:  # LONG
-            (size[tag],) = struct.unpack(order + "I", value[:4])
-        elif typ == 16 and big:  # LONG8
-            (size[tag],) = struct.unpack(order + "Q", value[:8])
-        else:
-            raise _fail("a TIFF with SHORT or LONG ImageWidth/ImageLength tags", f"tag {tag} of type {typ}",
+        if tag in values:
+            raise _fail(f"a TIFF whose first image has one {_TIFF_TAGS[tag]} tag",
+                        f"tag {tag} ({_TIFF_TAGS[tag]}) given twice in the first IFD (decoders disagree on which "
+                        "one counts: a malformed or hostile file)", "re-save the image as PNG")
+        size = _TIFF_TYPE_SIZES.get(typ) if typ != 16 or big else None
+        if size is None:
+            raise _fail(f"a TIFF with SHORT or LONG {_TIFF_TAGS[tag]} tags", f"tag {tag} of type {typ}",
                         "re-save the image as PNG")
-    if 256 not in size or 257 not in size:
+        (n_values,) = struct.unpack(order + ("Q" if big else "I"), data[e + 4 : e + 4 + (8 if big else 4)])
+        n_values = max(1, min(int(n_values), 16))  # BitsPerSample has one value per sample; the largest counts
+        field = data[e + 4 + inline : e + 4 + 2 * inline]
+        if n_values * size > inline:  # stored at an offset
+            (offset,) = struct.unpack(order + ("Q" if big else "I"), field)
+            field = data[offset : offset + n_values * size]
+            if len(field) < n_values * size:
+                raise _truncated("TIFF", n)
+        fmt = order + {2: "H", 4: "I", 8: "Q"}[size] * (len(field[: n_values * size]) // size)
+        values[tag] = list(struct.unpack(fmt, field[: n_values * size])) or [0]
+    if 256 not in values or 257 not in values:
         raise _fail("a TIFF whose first image has ImageWidth and ImageLength tags", "a TIFF without them",
                     "re-save the image as PNG")
-    return size[256], size[257]
+    bits = max(values.get(258, [1]))
+    sample_bytes = 1 if bits <= 8 else 2 if bits <= 16 else 4 if bits <= 32 else 8
+    samples = values.get(277, [1])[0]
+    return _Header(values[256][0], values[257][0], max(samples, 1) * sample_bytes)
 
 
 _BMP_HEADER_SIZES = {12, 16, 40, 52, 56, 64, 108, 124}  # BITMAPCOREHEADER .. BITMAPV5HEADER
@@ -249,35 +290,55 @@ def read_image_size(data: bytes) -> tuple[str, int, int]:
         >>> read_image_size(png)
         ('PNG', 20000, 20000)
     """
-    data = _as_bytes(data)
+    fmt, header = _read_header(_as_bytes(data))
+    return fmt, int(header.width), int(header.height)
+
+
+def _read_header(data: bytes) -> tuple[str, _Header]:
     if not data:
         raise _fail(f"{_SUPPORTED_TEXT}", "empty data (0 bytes)", "choose a file that is not empty")
     fmt = _detect(data)
     if fmt is None:
         raise _fail(_SUPPORTED_TEXT, _sniff_other(data), "convert it to PNG or JPEG first")
-    w, h = _PARSERS[fmt](data)
-    return fmt, int(w), int(h)
+    return fmt, _PARSERS[fmt](data)
+
+
+_SLICE_VALUES = 1 << 20  # values converted per step from 16-bit / float: bounds the temporaries to a few MB
+
+
+def _to_uint8(block: np.ndarray) -> np.ndarray:
+    if block.dtype == np.uint16:
+        return ((block.astype(np.uint32) + 128) // 257).astype(np.uint8)  # round(v * 255 / 65535)
+    return np.round(np.clip(np.nan_to_num(block), 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
 def _to_rgb_uint8(img: np.ndarray, fmt: str) -> np.ndarray:
-    """OpenCV's IMREAD_UNCHANGED output (gray, gray+alpha, BGR, BGRA; 8/16-bit or float) -> RGB uint8."""
-    if img.dtype == np.uint16:
-        img = ((img.astype(np.uint32) + 128) // 257).astype(np.uint8)  # round(v * 255 / 65535)
-    elif img.dtype in (np.float32, np.float64):
-        img = np.round(np.clip(np.nan_to_num(img), 0.0, 1.0) * 255.0).astype(np.uint8)
-    elif img.dtype != np.uint8:
+    """OpenCV's IMREAD_UNCHANGED output (gray, gray+alpha, BGR, BGRA; 8/16-bit or float) -> RGB uint8.
+
+    16-bit and float images are converted a slice of rows at a time into the preallocated result, so the
+    peak memory is the input, the ``[H, W, 3]`` result and a few MB, whatever the image size.
+    """
+    if img.dtype not in (np.uint8, np.uint16, np.float32, np.float64):
         raise _fail("8-bit, 16-bit or floating-point pixels", f"{fmt} with {img.dtype} pixels",
                     "re-save the image as 8-bit PNG")
-    if img.ndim == 2:
-        return np.ascontiguousarray(np.repeat(img[:, :, None], 3, axis=2))
-    channels = img.shape[2]
-    if channels == 1 or channels == 2:  # gray, gray + alpha
-        return np.ascontiguousarray(np.repeat(img[:, :, :1], 3, axis=2))
-    if channels == 3:
-        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    if channels == 4:
-        return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
-    raise _fail("1, 2, 3 or 4 channels", f"{fmt} with {channels} channels", "re-save the image as RGB PNG")
+    channels = 1 if img.ndim == 2 else img.shape[2]
+    if channels not in (1, 2, 3, 4):
+        raise _fail("1, 2, 3 or 4 channels", f"{fmt} with {channels} channels", "re-save the image as RGB PNG")
+    if img.dtype == np.uint8:
+        if channels == 3:
+            return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        if channels == 4:
+            return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
+        gray = img if img.ndim == 2 else img[:, :, 0]  # gray, gray + alpha
+        return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))
+    img = img if img.ndim == 3 else img[:, :, None]
+    order = [2, 1, 0] if channels >= 3 else [0, 0, 0]  # BGR(A) -> RGB; gray (+ alpha) -> replicated
+    h, w = img.shape[:2]
+    out = np.empty((h, w, 3), np.uint8)
+    step = max(1, _SLICE_VALUES // max(1, 3 * w))
+    for r in range(0, h, step):
+        out[r : r + step] = _to_uint8(img[r : r + step][:, :, order])
+    return out
 
 
 def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -295,7 +356,8 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
         ndarray[H, W, 3]: uint8, RGB order.
 
     Raises:
-        ImageDecodeError: empty or truncated data, not a supported image, or larger than ``max_pixels``.
+        ImageDecodeError: empty or truncated data, not a supported image, larger than ``max_pixels`` (declared
+            or decoded), a decoded buffer over ``max_pixels`` x 8 bytes, or a JPEG of more than 100 scans.
 
     Example:
         >>> import cv2, numpy as np
@@ -308,7 +370,8 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
         raise InputValueError("decode_image(max_pixels=...)", expected="a positive int", got=describe(max_pixels),
                               fix="e.g. max_pixels=50_000_000")
     data = _as_bytes(data)
-    fmt, w, h = read_image_size(data)
+    fmt, header = _read_header(data)
+    w, h = int(header.width), int(header.height)
     if w <= 0 or h <= 0:
         raise _fail(f"a {fmt} image with a positive width and height", f"a header declaring {w} x {h} pixels",
                     "the file is corrupt; re-save it")
@@ -318,20 +381,55 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
             f"a {fmt} header declaring {w} x {h} = {w * h:,} pixels ({w * h * 3 / 1e9:.2f} GB as RGB)",
             f"downscale the image first, or raise the cap: decode_image(data, max_pixels={w * h:_})",
         )
-    if fmt == "JPEG" and data.rfind(b"\xff\xd9") < 0:
-        raise _fail("a complete JPEG file (ending with the EOI marker FFD9)",
-                    f"{len(data)} bytes without one (truncated upload?)", "upload the whole file again")
+    if w * h > OPENCV_PIXEL_CEILING:
+        raise _fail(
+            f"an image of at most {OPENCV_PIXEL_CEILING:,} pixels, the OPENCV_IO_MAX_IMAGE_PIXELS limit of this "
+            "process's OpenCV", f"a {fmt} header declaring {w} x {h} = {w * h:,} pixels",
+            f"start Python with OPENCV_IO_MAX_IMAGE_PIXELS={w * h} in the environment (OpenCV reads it once, "
+            "when cv2 is imported), or downscale the image first",
+        )
+    if w * h * header.pixel_bytes > max_pixels * DECODED_BYTES_PER_PIXEL:
+        raise _fail(
+            f"a decoded image of at most {max_pixels * DECODED_BYTES_PER_PIXEL:,} bytes (max_pixels x "
+            f"{DECODED_BYTES_PER_PIXEL}: 16-bit RGBA at the pixel cap)",
+            f"a {fmt} of {w} x {h} pixels with {header.pixel_bytes} bytes per pixel = "
+            f"{w * h * header.pixel_bytes:,} bytes",
+            "re-save it with 8 or 16 bits per channel (not 32-bit or float), or raise the cap: "
+            f"decode_image(data, max_pixels={-(-w * h * header.pixel_bytes // DECODED_BYTES_PER_PIXEL):_})",
+        )
+    if fmt == "JPEG":
+        if data.rfind(b"\xff\xd9") < 0:
+            raise _fail("a complete JPEG file (ending with the EOI marker FFD9)",
+                        f"{len(data)} bytes without one (truncated upload?)", "upload the whole file again")
+        scans = data.count(b"\xff\xda")  # SOS markers; entropy-coded data never holds FF DA (byte stuffing)
+        if scans > MAX_JPEG_SCANS:
+            raise _fail(
+                f"a JPEG of at most {MAX_JPEG_SCANS} scans (encoders write at most a few dozen)",
+                f"{scans:,} scans (SOS markers): each is a pass over the whole image, so decoding would take "
+                "minutes (a decompression time bomb)",
+                "re-save the image as baseline JPEG or PNG",
+            )
     buf = np.frombuffer(data, np.uint8)
     # JPEG is 8-bit: IMREAD_COLOR applies the EXIF orientation as a browser does. Others keep depth/alpha.
     flags = cv2.IMREAD_COLOR if fmt == "JPEG" else cv2.IMREAD_UNCHANGED
     try:
         img = cv2.imdecode(buf, flags)
     except cv2.error as exc:
+        if "CV_IO_MAX_IMAGE" in str(exc):  # OpenCV's own header read found more pixels than ours
+            raise _fail(f"a {fmt} file whose pixel data matches its declared {w} x {h} pixels",
+                        f"pixel data that OpenCV reads as larger than its limit of {OPENCV_PIXEL_CEILING:,} pixels "
+                        "(a malformed or hostile file)", "re-save the image as PNG") from None
         raise _fail(f"a decodable {fmt} image", f"OpenCV error: {str(exc).strip().splitlines()[-1]}",
                     "the file is corrupt or truncated; upload it again or re-save it as PNG") from None
     if img is None or img.size == 0:
         raise _fail(f"a decodable {fmt} image", f"{len(data)} bytes that OpenCV could not decode "
                     "(corrupt or truncated file)", "upload the whole file again, or re-save it as PNG")
+    got_h, got_w = img.shape[:2]
+    # the guard that does not trust the header parser: EXIF orientation may swap a JPEG's sides, nothing else
+    if (got_w, got_h) != (w, h) and not (fmt == "JPEG" and (got_w, got_h) == (h, w)):
+        raise _fail(f"a {fmt} file whose pixel data matches its declared {w} x {h} pixels",
+                    f"pixel data of {got_w} x {got_h} pixels (a malformed or hostile file)",
+                    "re-save the image as PNG")
     return _to_rgb_uint8(img, fmt)
 
 
@@ -369,5 +467,14 @@ def resize_to_max_side(image: np.ndarray, max_side: int) -> tuple[np.ndarray, fl
     if max(h, w) <= max_side:
         return image, 1.0
     scale = max_side / max(h, w)
+    if round(min(h, w) * scale) < 1:  # OpenCV rounds the output size; a side of 0 pixels is an assertion
+        need = max(h, w) // (2 * min(h, w)) + 1  # smallest max_side with min(h, w) * scale > 0.5
+        raise InputValueError(
+            "resize_to_max_side(max_side=...)",
+            expected=f"a max_side that keeps both sides at least 1 pixel (>= {need} for this image)",
+            got=f"max_side={max_side} for a {w} x {h} image: the short side would be "
+            f"{min(h, w) * scale:.2g} pixels",
+            fix=f"crop the image to the region of interest, or use max_side={need}",
+        )
     resized = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
     return resized, scale
