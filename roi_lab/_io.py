@@ -1,10 +1,17 @@
 """Bounded reads of user-named files and stdin: regular files only, a size cap, never a blocking open.
 
-``read_bounded`` refuses character devices (``/dev/zero``, ``/dev/urandom``), FIFOs, sockets and directories
-before reading a byte: the file is opened with ``O_NONBLOCK`` (so a FIFO without a writer does not block)
-and checked with ``fstat`` on the open descriptor (so a path swapped after a check cannot slip through),
-and at most ``limit + 1`` bytes are ever read. The CLI, :func:`roi_lab.boxes.read_boxes` and other
-readers of user paths share it.
+:func:`read_bounded` refuses character devices (``/dev/zero``, ``/dev/urandom``), FIFOs, sockets and
+directories before reading a byte: the path is opened with ``O_NONBLOCK`` (so a FIFO without a writer does
+not block the open) and checked with ``fstat`` on the open descriptor (so a path swapped after a check
+cannot slip through), and at most ``limit + 1`` bytes are ever read. The CLI and
+:func:`roi_lab.boxes.read_boxes` share it; so can any other reader of user paths.
+
+Example:
+    >>> try:
+    ...     read_bounded("/dev/zero", limit=1024, what="box file")
+    ... except FileRefused as e:
+    ...     print(e.reason)
+    a character device (like /dev/zero), which can stream without end
 """
 
 from __future__ import annotations
@@ -14,9 +21,9 @@ import stat
 import sys
 from typing import Any
 
-from roi_lab.errors import InputValueError, RoiLabError
+from roi_lab.errors import InputValueError
 
-__all__ = ["read_bounded", "read_stdin_bounded", "file_kind"]
+__all__ = ["FileRefused", "read_bounded", "read_stdin_bounded", "file_kind"]
 
 _KINDS = (
     (stat.S_ISDIR, "a directory"),
@@ -27,80 +34,25 @@ _KINDS = (
 )
 
 
+class FileRefused(InputValueError):
+    """A path or stream that :func:`read_bounded` refuses; ``reason`` is the short cause for a one-line message
+    (``"No such file or directory"``, ``"a directory"``, ``"20.0 MiB, over the 16.0 MiB limit for a box file"``)."""
+
+    def __init__(self, where: str, *, expected: str, got: str, fix: str, reason: str) -> None:
+        super().__init__(where, expected=expected, got=got, fix=fix)
+        self.reason = reason
+
+
 def file_kind(mode: int) -> str:
-    """``"a regular file"`` or what else ``st_mode`` says the path is, in words."""
+    """What ``st_mode`` says a path is, in words: ``"a regular file"``, ``"a directory"``, ..."""
     for test, name in _KINDS:
         if test(mode):
             return name
     return "a regular file" if stat.S_ISREG(mode) else "not a regular file"
 
 
-def _mib(n: int) -> str:
-    return f"{n / (1024 * 1024):.1f} MiB" if n >= 1024 * 1024 else f"{n:,} bytes"
-
-
-def read_bounded(
-    path: str | os.PathLike, *, limit: int, what: str, where: str, error: type[RoiLabError] = InputValueError
-) -> bytes:
-    """The bytes of the regular file ``path``, refusing anything else and anything over ``limit`` bytes.
-
-    Args:
-        path (str | PathLike): the file.
-        limit (int): the most bytes accepted.
-        what (str): what the file holds, for messages, e.g. ``"box file"``.
-        where (str): the function or command reading it, e.g. ``"read_boxes(source=...)"``.
-        error (type[RoiLabError]): the error class raised.
-
-    Returns:
-        bytes: the whole file.
-
-    Raises:
-        RoiLabError (``error``): missing or unreadable path, not a regular file, or larger than ``limit``.
-    """
-    name = os.fspath(path)
-    shown = repr(name) if len(name) <= 200 else repr(name[:100] + "..." + name[-60:])
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
-    try:
-        fd = os.open(name, flags)
-    except (OSError, ValueError) as exc:  # ValueError: an embedded NUL byte
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise error(where, expected=f"a readable {what}", got=f"{shown} ({reason})",
-                    fix="check the path and the working directory") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise error(where, expected=f"a regular file as the {what}", got=f"{shown}, {file_kind(info.st_mode)}",
-                        fix="save the content to a regular file first and pass its path")
-        if info.st_size > limit:
-            raise error(where, expected=f"a {what} of at most {_mib(limit)}",
-                        got=f"{shown} of {_mib(info.st_size)}", fix=_too_big_fix(what))
-        chunks, total = [], 0
-        while total <= limit:  # the file may grow after fstat: never read more than limit + 1 bytes
-            chunk = os.read(fd, min(limit + 1 - total, 1 << 20))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
-    except OSError as exc:
-        raise error(where, expected=f"a readable {what}", got=f"{shown} ({exc.strerror or exc})",
-                    fix="check the file's permissions") from None
-    finally:
-        os.close(fd)
-    if total > limit:
-        raise error(where, expected=f"a {what} of at most {_mib(limit)}", got=f"{shown}, which grew past that "
-                    "while being read", fix=_too_big_fix(what))
-    return b"".join(chunks)
-
-
-def read_stdin_bounded(*, limit: int, what: str, where: str, error: type[RoiLabError] = InputValueError,
-                       stream: Any = None) -> bytes:
-    """At most ``limit`` bytes from stdin (``stream``: a binary file object, default ``sys.stdin.buffer``)."""
-    stream = stream if stream is not None else sys.stdin.buffer
-    data = stream.read(limit + 1)
-    if len(data) > limit:
-        raise error(where, expected=f"a {what} of at most {_mib(limit)} on stdin",
-                    got=f"more than {_mib(limit)} (an endless stream like /dev/zero?)", fix=_too_big_fix(what))
-    return data
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n:,} bytes"
 
 
 def _too_big_fix(what: str) -> str:
@@ -109,3 +61,80 @@ def _too_big_fix(what: str) -> str:
     if what == "error text":
         return "pass only the traceback, e.g. `tail -n 200 train.log | roi-lab explain`"
     return f"pass a smaller {what}"
+
+
+def _too_big(where: str, what: str, limit: int, shown: str, size: int | None = None, note: str = "") -> FileRefused:
+    """``size`` known (fstat), or only "more than ``limit``" with a ``note`` on why (a stream, a growing file)."""
+    if size is not None:
+        got, reason = f"{shown} of {_size(size)}", f"{_size(size)}, over the {_size(limit)} limit for {what}s"
+    else:
+        got = reason = f"more than the {_size(limit)} limit for {what}s ({note})"
+        got = f"{shown}: {got}"
+    return FileRefused(where, expected=f"a {what} of at most {_size(limit)}", got=got, fix=_too_big_fix(what),
+                       reason=reason)
+
+
+def read_bounded(path: str | os.PathLike, *, limit: int, what: str, where: str = "read_bounded") -> bytes:
+    """The bytes of the regular file ``path``, refusing anything else and anything over ``limit`` bytes.
+
+    Args:
+        path (str | PathLike): the file.
+        limit (int): the most bytes accepted.
+        what (str): what the file holds, for messages, e.g. ``"box file"``.
+        where (str): the function or command reading it, e.g. ``"read_boxes(source=...)"``.
+
+    Returns:
+        bytes: the whole file.
+
+    Raises:
+        FileRefused: missing or unreadable path, not a regular file, or larger than ``limit``.
+    """
+    name = os.fspath(path)
+    name = name.decode(errors="replace") if isinstance(name, bytes) else name
+    shown = repr(name) if len(name) <= 200 else repr(name[:100] + "..." + name[-60:])
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(name, flags)
+    except (OSError, ValueError) as exc:  # ValueError: an embedded NUL byte
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise FileRefused(where, expected=f"a readable {what}", got=f"{shown} ({reason})",
+                          fix="check the path and the working directory", reason=reason) from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            kind = file_kind(info.st_mode)
+            raise FileRefused(where, expected=f"a regular file as the {what}", got=f"{shown}, {kind}",
+                              fix="save the content to a regular file first and pass its path", reason=kind)
+        if info.st_size > limit:
+            raise _too_big(where, what, limit, shown, info.st_size)
+        chunks, total = [], 0
+        while total <= limit:  # the file may grow after fstat: never read more than limit + 1 bytes
+            chunk = os.read(fd, min(limit + 1 - total, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise FileRefused(where, expected=f"a readable {what}", got=f"{shown} ({reason})",
+                          fix="check the file's permissions", reason=reason) from None
+    finally:
+        os.close(fd)
+    if total > limit:
+        raise _too_big(where, what, limit, shown, note="it grew while being read")
+    return b"".join(chunks)
+
+
+def read_stdin_bounded(*, limit: int, what: str, where: str = "read_stdin_bounded", stream: Any = None) -> bytes:
+    """At most ``limit`` bytes from ``stream`` (default stdin; its binary buffer when it has one).
+
+    Raises:
+        FileRefused: more than ``limit`` bytes (an endless stream like ``< /dev/zero`` is cut at ``limit + 1``).
+    """
+    if stream is None:
+        stream = getattr(sys.stdin, "buffer", sys.stdin)
+    data = stream.read(limit + 1)
+    data = data.encode("utf-8", errors="replace") if isinstance(data, str) else bytes(data)
+    if len(data) > limit:
+        raise _too_big(where, what, limit, "stdin", note="an endless stream?")
+    return data

@@ -35,7 +35,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from roi_lab.errors import BoxFileError, InputValueError, ShapeError, describe
+from roi_lab._io import FileRefused, read_bounded
+from roi_lab._limits import MAX_BOX_FILE_BYTES, MAX_BOXES
+from roi_lab.errors import BoxFileError, InputValueError, ShapeError, clip, describe
 
 __all__ = [
     "BoxFormat",
@@ -109,9 +111,12 @@ def _size_pair(size: Any, where: str, name: str, *, integer: bool = True) -> tup
     ok = isinstance(size, (tuple, list)) and len(size) == 2
     if ok:
         for v in size:
-            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v <= 0:
-                ok = False
-            elif integer and float(v) != int(v):
+            try:
+                if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v <= 0:
+                    ok = False
+                elif integer and float(v) != int(v):
+                    ok = False
+            except OverflowError:  # an int beyond float range (e.g. 10**400 from a JSON file)
                 ok = False
     if not ok:
         kind = "positive integers" if integer else "positive numbers"
@@ -432,7 +437,11 @@ def _file_error(where: str, expected: str, got: str, fix: str) -> BoxFileError:
     return BoxFileError(f"read_boxes ({where})", expected=expected, got=got, fix=fix)
 
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def _finite_number(v: Any, where: str, fix: str, *, text: bool = False) -> float:
+    """``v`` as a float that float32 holds (boxes are returned as float32), or a BoxFileError."""
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         if isinstance(v, str) and text:
             try:
@@ -441,9 +450,39 @@ def _finite_number(v: Any, where: str, fix: str, *, text: bool = False) -> float
                 raise _file_error(where, "a number", describe(v), fix) from None
         else:
             raise _file_error(where, "a number", describe(v), fix)
-    if not math.isfinite(v):
-        raise _file_error(where, "a finite number", repr(v), fix)
-    return float(v)
+    try:
+        x = float(v)
+    except OverflowError:  # an int of hundreds of digits
+        x = math.inf
+    if not math.isfinite(x):
+        raise _file_error(where, "a finite number", describe(v), fix)
+    if abs(x) > _FLOAT32_MAX:
+        raise _file_error(where, f"a number within float32 range (|v| <= {_FLOAT32_MAX:.4g})", describe(v), fix)
+    return x
+
+
+def _check_count(n: int, where: str) -> None:
+    if n > MAX_BOXES:
+        raise _file_error(where, f"at most {MAX_BOXES:,} boxes (one image's boxes)", f"more than {MAX_BOXES:,}",
+                          "split the file per image")
+
+
+def _label(v: Any, where: str) -> str:
+    if v is None:
+        return DEFAULT_LABEL
+    if isinstance(v, str):
+        return v
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and (not isinstance(v, int) or v.bit_length() < 64):
+        return str(v)
+    raise _file_error(where, "a label as text (or a number)", describe(v), 'write labels as strings, e.g. "cat"')
+
+
+def _is_file(text: str) -> bool:
+    """Path(text).is_file(), False for text that cannot be a path (too long a name, a NUL byte)."""
+    try:
+        return Path(text).is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def _load_source(source: Any) -> tuple[Any, str]:
@@ -453,13 +492,14 @@ def _load_source(source: Any) -> tuple[Any, str]:
     if (
         isinstance(source, str)
         and "\n" not in source
+        and len(source) < 4096
         and re.search(r"\.(json|xml|txt)\s*$", source, re.IGNORECASE)
-        and not Path(source.strip()).is_file()
+        and not _is_file(source.strip())
     ):
         raise BoxFileError(
             "read_boxes(source=...)",
             expected="an existing box file (or the file's text)",
-            got=f"{source!r}, which is not a file",
+            got=f"{describe(source)}, which is not a file",
             fix="check the path and the working directory",
         )
     if isinstance(source, Path) or (
@@ -467,19 +507,21 @@ def _load_source(source: Any) -> tuple[Any, str]:
         and "\n" not in source
         and not source.lstrip().startswith(("{", "[", "<"))
         and len(source) < 4096
-        and Path(source).is_file()
+        and _is_file(source)
     ):
-        path = Path(source)
         try:
-            data = path.read_bytes()
-        except OSError as e:
-            raise BoxFileError(
-                "read_boxes(source=...)",
-                expected="a readable box file",
-                got=f"{path} ({e.strerror or e})",
-                fix="check the path; or pass the file's text or bytes",
-            ) from None
-        source = data
+            source = read_bounded(source, limit=MAX_BOX_FILE_BYTES, what="box file", where="read_boxes(source=...)")
+        except FileRefused as e:
+            raise BoxFileError(e.where, expected=e.expected, got=e.got, fix=e.fix) from None
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        source = bytes(source)
+    if isinstance(source, (bytes, str)) and len(source) > MAX_BOX_FILE_BYTES:
+        raise BoxFileError(
+            "read_boxes(source=...)",
+            expected=f"a box file of at most {MAX_BOX_FILE_BYTES // 2**20} MiB",
+            got=f"{len(source):,} {'bytes' if isinstance(source, bytes) else 'characters'}",
+            fix="keep one image's boxes in the file (e.g. extract its COCO annotations with pycocotools or jq)",
+        )
     if isinstance(source, bytes):
         try:
             source = source.decode("utf-8-sig")
@@ -556,17 +598,17 @@ def read_boxes(
             fix="pass fmt='auto' to detect it from the content",
         )
     obj, _ = _load_source(source)
+    if fmt == "auto" and isinstance(obj, str) and not obj.strip():
+        raise _file_error(
+            "auto",
+            "a COCO / plain JSON, Pascal VOC XML or YOLO txt box file",
+            "an empty file" if not obj else "a file of only whitespace",
+            "pick a box file with boxes; an empty YOLO label file (an image without objects) reads as zero boxes "
+            "with fmt='yolo'",
+        )
     kind = _detect(obj) if fmt == "auto" else fmt
     if kind == "json-text" or (isinstance(obj, str) and kind in ("coco", "json")):
-        try:
-            obj = json.loads(obj)
-        except json.JSONDecodeError as e:
-            raise _file_error(
-                f"JSON line {e.lineno}, column {e.colno}",
-                "valid JSON",
-                e.msg,
-                "fix the JSON syntax (a trailing comma or a missing quote is typical)",
-            ) from None
+        obj = _parse_json(obj)
         if kind == "json-text":
             kind = _detect(obj)
     if kind == "coco":
@@ -582,6 +624,31 @@ def read_boxes(
     return _read_yolo(obj, image_size)
 
 
+def _parse_json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise _file_error(
+            f"JSON line {e.lineno}, column {e.colno}",
+            "valid JSON",
+            e.msg,
+            "fix the JSON syntax (a trailing comma or a missing quote is typical)",
+        ) from None
+    except RecursionError:
+        raise _file_error("json", "JSON nested at most a few hundred levels deep", "deeper nesting",
+                          "box files nest 3 or 4 levels: check how the file was written") from None
+    except ValueError:  # json refuses integers of more than 4300 digits (sys.get_int_max_str_digits())
+        raise _file_error("json", "numbers of ordinary size", "an integer of thousands of digits",
+                          "write coordinates as plain numbers in pixels") from None
+
+
+def _hashable_id(v: Any, where: str, fix: str) -> Any:
+    """A COCO id: an int or a string (JSON gives nothing else hashable that means an id)."""
+    if v is None or isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool)):
+        return v
+    raise _file_error(where, "an integer id (or a string)", describe(v), fix)
+
+
 def _read_coco(obj: Any, image_id: Any) -> LabeledBoxes:
     fix_shape = 'COCO is {"images": [...], "annotations": [{"image_id": 1, "bbox": [x, y, w, h], ...}], ...}'
     if isinstance(obj, list):
@@ -592,11 +659,16 @@ def _read_coco(obj: Any, image_id: Any) -> LabeledBoxes:
         raise _file_error(
             "coco", "a dict with an 'annotations' list, or a list of annotations", describe(obj), fix_shape
         )
+    for key, value in (("images", images), ("categories", cats)):
+        if not isinstance(value, list):
+            raise _file_error(f"coco field '{key}'", f"a list of {key} dicts", describe(value), fix_shape)
     names: dict[Any, str] = {}
     for i, c in enumerate(cats):
         if not isinstance(c, dict) or "id" not in c:
             raise _file_error(f"coco categories[{i}]", "a dict with 'id' and 'name'", describe(c), fix_shape)
-        names[c["id"]] = str(c.get("name", c["id"]))
+        cid = _hashable_id(c["id"], f"coco categories[{i}].id", fix_shape)
+        name = c.get("name")
+        names[cid] = _label(cid if name is None else name, f"coco categories[{i}].name")
     wanted = None
     if image_id is not None:
         for img in images:
@@ -617,6 +689,7 @@ def _read_coco(obj: Any, image_id: Any) -> LabeledBoxes:
             raise _file_error(f"coco annotations[{i}]", "a dict with a 'bbox'", describe(a), fix_shape)
         if wanted is not None and a.get("image_id", wanted) != wanted:
             continue
+        _check_count(len(boxes) + 1, "coco")
         bbox = a.get("bbox")
         if not isinstance(bbox, list) or len(bbox) != 4:
             raise _file_error(
@@ -636,8 +709,11 @@ def _read_coco(obj: Any, image_id: Any) -> LabeledBoxes:
                 describe(bbox),
                 "convert xyxy first: [x1, y1, x2 - x1, y2 - y1]",
             )
+        if not (abs(x + w) <= _FLOAT32_MAX and abs(y + h) <= _FLOAT32_MAX):
+            raise _file_error(f"coco annotations[{i}].bbox", "x + width and y + height within float32 range",
+                              describe(bbox), "write bbox as [x_min, y_min, width, height] in pixels")
         boxes.append([x, y, x + w, y + h])
-        cid = a.get("category_id")
+        cid = _hashable_id(a.get("category_id"), f"coco annotations[{i}].category_id", fix_shape)
         labels.append(names.get(cid, DEFAULT_LABEL if cid is None else str(cid)))
     if image_id is not None and not boxes and anns:
         raise _file_error(
@@ -661,6 +737,7 @@ def _read_plain_json(obj: Any, image_size: Any) -> LabeledBoxes:
                 f"json field '{key}'", "one of " + ", ".join(repr(m.value) for m in enum), describe(value), fix
             )
     rows = obj["boxes"]
+    _check_count(len(rows), "json boxes")
     for i, row in enumerate(rows):
         if not isinstance(row, list) or len(row) != 4:
             raise _file_error(f"json boxes[{i}]", "a list of 4 numbers", describe(row), fix)
@@ -676,6 +753,7 @@ def _read_plain_json(obj: Any, image_size: Any) -> LabeledBoxes:
             describe(labels),
             "give one label per box, or leave 'labels' out",
         )
+    labels = [_label(v, f"json labels[{i}]") for i, v in enumerate(labels)]
     size = image_size if image_size is not None else obj.get("image_size")
     try:
         boxes = convert_boxes(
@@ -687,7 +765,10 @@ def _read_plain_json(obj: Any, image_size: Any) -> LabeledBoxes:
         )
     except InputValueError as e:
         raise _file_error("json", e.expected, e.got, e.fix + " (or add it to the file)") from None
-    return LabeledBoxes(boxes.float(), [str(v) for v in labels])
+    if boxes.numel() and not bool(torch.isfinite(boxes.float()).all()):  # e.g. normalized 3e38 times the width
+        raise _file_error("json boxes", "boxes that stay within float32 range in image pixels",
+                          "coordinates that overflow once converted", fix)
+    return LabeledBoxes(boxes.float(), labels)
 
 
 def _read_voc(text: str) -> LabeledBoxes:
@@ -706,8 +787,17 @@ def _read_voc(text: str) -> LabeledBoxes:
         line, col = e.position
         raise _file_error(f"voc line {line}, column {col}", "well-formed XML", str(e), "fix the XML syntax") from None
     fix = "each <object> needs <name> and <bndbox><xmin/><ymin/><xmax/><ymax/></bndbox> in pixels"
+    if root.tag != "annotation":
+        raise _file_error(
+            "voc",
+            "a Pascal VOC document (<annotation> with <object> elements), or a COCO / plain JSON or YOLO txt file",
+            f"an XML document whose root element is <{clip(root.tag, 60)}>"
+            + (" (an SVG image?)" if root.tag.endswith("svg") else ""),
+            "pick the box file (.xml from LabelImg / CVAT 'Pascal VOC' export, .json or .txt)",
+        )
     boxes, labels = [], []
     for i, obj in enumerate(root.iter("object")):
+        _check_count(i + 1, "voc")
         bb = obj.find("bndbox")
         if bb is None:
             raise _file_error(f"voc object {i}", "a <bndbox> element", "none", fix)
@@ -727,6 +817,59 @@ def _read_voc(text: str) -> LabeledBoxes:
     return LabeledBoxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4), labels)
 
 
+_YOLO_CLASS = r"[0-9]{1,18}"  # a class id: ASCII digits that fit an int64
+_YOLO_TOLERANCE = 1e-6  # how far past [0, 1] a normalized YOLO value may be (rounding in other writers)
+# what a VOC name cannot carry and read back: C0 controls (XML 1.0 forbids them; a carriage return is read back
+# as a newline), lone surrogates (not encodable) and the non-characters U+FFFE, U+FFFF
+_XML_BAD = re.compile("[\x00-\x08\x0b-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _row_list(rows: Tensor, limit: int = 5) -> str:
+    shown = ", ".join(str(int(r)) for r in rows[:limit])
+    return f"{len(rows)} box(es), rows {shown}{', ...' if len(rows) > limit else ''}"
+
+
+def _check_round_trip(b: Tensor, fmt: str, labels: list[str], h: int, w: int) -> None:
+    """Refuse what read_boxes would not read back as written (b: Tensor[K, 4] float64 xyxy image px)."""
+    where = "write_boxes(boxes_image=...)"
+    big = (b.abs() > _FLOAT32_MAX).any(1).nonzero()[:, 0]
+    if len(big):
+        raise InputValueError(where, expected="coordinates within float32 range (read_boxes returns float32)",
+                              got=f"{_row_list(big)} beyond {_FLOAT32_MAX:.4g}", fix="drop or clip those boxes")
+    if fmt in ("coco", "voc"):
+        inverted = ((b[:, 2] < b[:, 0]) | (b[:, 3] < b[:, 1])).nonzero()[:, 0]
+        if len(inverted):
+            raise InputValueError(
+                where,
+                expected=f"x2 >= x1 and y2 >= y1 for {fmt.upper()} (read_boxes refuses inverted boxes)",
+                got=f"{_row_list(inverted)} inverted, the first {b[int(inverted[0])].tolist()}",
+                fix="order the corners first: torch.cat([b[:, :2].minimum(b[:, 2:]), b[:, :2].maximum(b[:, 2:])], 1)",
+            )
+    if fmt == "yolo":
+        norm = convert_boxes(b, dst_format="cxcywh", dst_space="normalized", image_size=(h, w))
+        out = ((norm < -_YOLO_TOLERANCE) | (norm > 1 + _YOLO_TOLERANCE)).any(1).nonzero()[:, 0]
+        if len(out):
+            row = int(out[0])
+            raise InputValueError(
+                where,
+                expected="boxes whose YOLO centre and size lie in [0, 1] of the image (read_boxes refuses others)",
+                got=f"{_row_list(out)}, the first {b[row].tolist()} -> cx, cy, w, h = "
+                f"{[round(v, 4) for v in norm[row].tolist()]} for a {w} x {h} image",
+                fix=f"clip the boxes to the image first: boxes.clamp(min=0).minimum(torch.tensor([{w}, {h}, {w}, "
+                f"{h}])), or export as json / coco, which keep any box",
+            )
+    if fmt == "voc":
+        for i, name in enumerate(labels):
+            if not name.strip() or name != name.strip() or _XML_BAD.search(name):
+                raise InputValueError(
+                    "write_boxes(labels=...)",
+                    expected="VOC names that read back as written: not empty, no leading or trailing spaces, no "
+                    "control characters",
+                    got=f"labels[{i}] = {clip(repr(name), 80)}",
+                    fix="clean the label first, e.g. label.strip(), or export as json / coco",
+                )
+
+
 def _read_yolo(text: str, image_size: Any) -> LabeledBoxes:
     if image_size is None:
         raise _file_error(
@@ -743,17 +886,19 @@ def _read_yolo(text: str, image_size: Any) -> LabeledBoxes:
         if not fields or fields[0].startswith("#"):
             continue
         if len(fields) not in (5, 6):
-            raise _file_error(f"yolo line {n}", "5 fields 'class cx cy w h'", f"{len(fields)} fields: {line!r}", fix)
-        if not re.fullmatch(r"\d+", fields[0]):
-            raise _file_error(f"yolo line {n}, field 'class'", "an integer class id", repr(fields[0]), fix)
+            raise _file_error(f"yolo line {n}", "5 fields 'class cx cy w h'",
+                              f"{len(fields)} fields: {clip(line, 120)!r}", fix)
+        if not re.fullmatch(_YOLO_CLASS, fields[0]):
+            raise _file_error(f"yolo line {n}, field 'class'", "an integer class id", repr(clip(fields[0], 60)), fix)
+        _check_count(len(rows) + 1, "yolo")
         vals = []
         for name, v in zip(("cx", "cy", "w", "h"), fields[1:5], strict=True):
             x = _finite_number(v, f"yolo line {n}, field '{name}'", fix, text=True)
-            if not -1e-6 <= x <= 1 + 1e-6:
+            if not -_YOLO_TOLERANCE <= x <= 1 + _YOLO_TOLERANCE:
                 raise _file_error(
                     f"yolo line {n}, field '{name}'",
                     "a normalized value in [0, 1]",
-                    f"{v} (pixels?)",
+                    f"{clip(v, 60)} (pixels?)",
                     "divide by the image width (cx, w) and height (cy, h); " + fix,
                 )
             vals.append(x)
@@ -782,7 +927,13 @@ def write_boxes(
             separate classes file).
 
     Returns:
-        str: the file's text; :func:`read_boxes` reads it back.
+        str: the file's text; :func:`read_boxes` reads it back to the same boxes (float32) and labels (YOLO:
+        the class ids): what would not read back is refused here, not written.
+
+    Raises:
+        InputValueError: a coordinate beyond float32; for COCO and VOC an inverted box (x2 < x1 or y2 < y1); for
+            YOLO a box whose normalized centre or size leaves [0, 1] (a centre outside the image, or inverted);
+            for VOC a label that is empty, padded with spaces or holds characters XML cannot carry.
 
     Example:
         >>> print(write_boxes([[10, 20, 30, 60]], "yolo", image_size=(100, 100), labels=["3"]))
@@ -808,6 +959,7 @@ def write_boxes(
         )
     labels = [str(v) for v in labels]
     rows = b.tolist()
+    _check_round_trip(b, fmt, labels, h, w)
     if fmt == "json":
         return json.dumps(
             {"format": "xyxy", "space": "image", "image_size": [h, w], "boxes": rows, "labels": labels}, indent=1
@@ -852,7 +1004,7 @@ def write_boxes(
         return "\n".join(parts) + "\n"
     ids: dict[str, int] = {}
     for name in labels:
-        if re.fullmatch(r"\d+", name):
+        if re.fullmatch(_YOLO_CLASS, name):
             ids[name] = int(name)
     for name in labels:
         if name not in ids:

@@ -3,6 +3,10 @@
 Exit status: ``diagnose`` 0 when no finding is an error, 1 when one is (so CI can run it), 2 when BOXES or
 --box-indices cannot be read; ``explain`` 0 when the text is explained, 3 when it is not recognised, 2 when
 FILE cannot be read. argparse usage errors exit 2 too.
+
+Input files are read by :func:`roi_lab._io.read_bounded`: regular files only (``/dev/zero``, a FIFO or a
+directory is refused without blocking), at most 16 MiB for BOXES and --box-indices and 4 MiB for explain's
+FILE (stdin, ``-``, likewise); what cannot be read is one line on stderr and exit 2.
 """
 
 from __future__ import annotations
@@ -34,26 +38,39 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 class _Unreadable(Exception):
-    """An input file that cannot be read; the CLI prints the message and exits 2."""
+    """An input file that cannot be read; the CLI prints the message (one line) and exits 2."""
 
 
-def _read_text(path: str) -> str:
-    if path == "-":
-        return sys.stdin.read()
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _read_text(path: str, *, limit: int, what: str) -> str:
+    """The text of ``path`` (``-``: stdin), at most ``limit`` bytes of a regular file; UTF-8, a BOM dropped."""
+    from roi_lab._io import FileRefused, read_bounded, read_stdin_bounded
+
     try:
-        return Path(path).read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        raise _Unreadable(f"cannot read {path}: {exc.strerror or exc}") from None
+        data = read_stdin_bounded(limit=limit, what=what) if path == "-" else read_bounded(path, limit=limit, what=what)
+    except FileRefused as exc:
+        fix = f"; {exc.fix}" if "limit" in exc.reason else ""
+        raise _Unreadable(_one_line(f"cannot read {'stdin' if path == '-' else path}: {exc.reason}{fix}")) from None
+    return data.decode("utf-8-sig", errors="replace")
 
 
 def _load_json(path: str, what: str) -> Any:
-    text = _read_text(path)
+    from roi_lab._limits import MAX_BOX_FILE_BYTES
+
+    text = _read_text(path, limit=MAX_BOX_FILE_BYTES, what="box file")
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise _Unreadable(
             f"{what} {path} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
+    except RecursionError:
+        raise _Unreadable(f"{what} {path} is JSON nested too deeply to read (box files nest 3 or 4 levels)") from None
+    except ValueError:  # json refuses integers of more than 4300 digits
+        raise _Unreadable(f"{what} {path} holds an integer of thousands of digits; write plain numbers") from None
 
 
 def _load_boxes(path: str, image_size: tuple[int, int]) -> tuple[Any, Any]:
@@ -62,25 +79,28 @@ def _load_boxes(path: str, image_size: tuple[int, int]) -> tuple[Any, Any]:
     Box files (read by :func:`roi_lab.boxes.read_boxes`) hold one image's boxes in image pixels; they are
     returned as ``[boxes_image]``, the list-of-Tensor[L, 4] form of roi_align.
     """
+    from roi_lab._limits import MAX_BOX_FILE_BYTES
+
     suffix = Path(path).suffix.lower()
     if suffix in {".xml", ".txt"}:
-        return _read_box_file(path, image_size), None
+        return _read_box_file(path, _read_text(path, limit=MAX_BOX_FILE_BYTES, what="box file"), image_size), None
     data = _load_json(path, "BOXES")
     if isinstance(data, list) and not (data and isinstance(data[0], dict)):
         return data, None  # a bare array of boxes
     if isinstance(data, dict) and "boxes" in data and not {"format", "space"} & data.keys():
         return data["boxes"], data.get("box_indices")
-    return _read_box_file(path, image_size), None  # COCO (dict or list of annotations) or roi-lab JSON
+    return _read_box_file(path, data, image_size), None  # COCO (dict or list of annotations) or roi-lab JSON
 
 
-def _read_box_file(path: str, image_size: tuple[int, int]) -> list[Any]:
+def _read_box_file(path: str, content: Any, image_size: tuple[int, int]) -> list[Any]:
+    """``content`` (the file's text, or its parsed JSON) through read_boxes, as ``[boxes_image]``."""
     from roi_lab.boxes import read_boxes
     from roi_lab.errors import RoiLabError
 
     try:
-        return [read_boxes(Path(path), image_size=image_size).boxes_image]
-    except (RoiLabError, OSError) as exc:
-        raise _Unreadable(f"cannot read boxes from {path}: {exc}") from None
+        return [read_boxes(content, image_size=image_size).boxes_image]
+    except RoiLabError as exc:
+        raise _Unreadable(_one_line(f"cannot read boxes from {path}: {exc}")) from None
 
 
 def _cmd_diagnose(args: argparse.Namespace) -> int:
@@ -113,10 +133,11 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
+    from roi_lab._limits import MAX_TEXT_FILE_BYTES
     from roi_lab.explain import explain_error
 
     try:
-        text = _read_text(args.file)
+        text = _read_text(args.file, limit=MAX_TEXT_FILE_BYTES, what="error text")
     except _Unreadable as exc:
         print(f"roi-lab explain: {exc}", file=sys.stderr)
         return EXIT_UNREADABLE
