@@ -149,6 +149,8 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     else:
         e = explanation
         print(f"{e.code} ({e.framework})\n  matched: {e.matched}\n  cause: {e.cause}\n  fix: {e.fix}")
+        if e.note:
+            print(f"  note: {e.note}")
     return EXIT_OK if explanation else EXIT_NOT_RECOGNISED
 
 

@@ -32,8 +32,9 @@ Limits (what ranges alone cannot tell, so nothing or only an ``info`` is said):
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -41,7 +42,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from roi_lab.errors import InputValueError
+from roi_lab.errors import InputValueError, short_repr
 
 __all__ = ["CODES", "SEVERITIES", "Finding", "diagnose", "has_errors"]
 
@@ -71,6 +72,10 @@ OPS: tuple[str, ...] = ("roi_align", "crop_and_resize")
 # How far past the map's border (in cells) a box may reach before it counts as out of bounds: torchvision
 # samples points in [-1, W] and zero-fills beyond, so one cell is where output starts to be lost.
 _TOL_CELLS = 1.0
+# Beyond these the arithmetic of the checks would overflow (10**400 is no float; 1 / 1e-320 is inf): sizes are
+# tensor sizes (torch indexes with int64, kernels with int32), scales map pixels to cells (1/64 to 4 in practice).
+_MAX_SIZE = 2**31 - 1
+_MIN_SCALE, _MAX_SCALE = 1e-6, 1e6
 
 
 @dataclass(frozen=True)
@@ -183,9 +188,18 @@ def _parse_features(features: Any, ctx: _Ctx) -> tuple[tuple[int, int, int, int]
         )
     except Exception:
         shape, ok_types = (), False
-    if ok_types and len(shape) == 4 and all(d > 0 for d in shape):
+    if ok_types and len(shape) == 4 and all(0 < d <= _MAX_SIZE for d in shape):
         return (shape[0], shape[1], shape[2], shape[3]), tensor
-    what = f"Tensor{_shape_text(shape)}" if tensor is not None else repr(features)[:60]
+    what = f"Tensor{_shape_text(shape)}" if tensor is not None else short_repr(features)
+    if ok_types and len(shape) == 4 and all(d > 0 for d in shape):
+        ctx.add(
+            "BAD_RANK",
+            "error",
+            f"`features` sizes must be at most {_MAX_SIZE:,} (2**31 - 1); the map-dependent checks were skipped.",
+            f"features = {what}",
+            "pass the real shape, e.g. features=tuple(features.shape)",
+        )
+        return None, tensor
     if ok_types and len(shape) == 3 and all(d > 0 for d in shape):
         ctx.add(
             "BAD_RANK",
@@ -217,16 +231,16 @@ def _parse_image_size(image_size: Any, ctx: _Ctx) -> tuple[float, float] | None:
             if len(items) != 2 or any(isinstance(v, (bool, str)) for v in items):
                 raise ValueError
             pair = (float(items[0]), float(items[1]))
-        if all(math.isfinite(v) and v > 0 for v in pair):
+        if all(math.isfinite(v) and 1 <= v <= _MAX_SIZE for v in pair):
             return pair
     except Exception:
         pass
     ctx.add(
         "BAD_RANK",
         "error",
-        "`image_size` must be the (H, W) of the image the boxes refer to, two positive numbers; "
-        "the image-space checks were skipped.",
-        f"image_size = {repr(image_size)[:60]}",
+        f"`image_size` must be the (H, W) of the image the boxes refer to, two numbers from 1 to {_MAX_SIZE:,} "
+        "pixels; the image-space checks were skipped.",
+        f"image_size = {short_repr(image_size)}",
         "diagnose(boxes, image_size=image.shape[-2:], features=features)",
     )
     return None
@@ -274,7 +288,7 @@ def _numeric(x: Any, name: str, ctx: _Ctx) -> np.ndarray | None:
             "BAD_RANK",
             "error",
             f"{name} is not a rectangular numeric array (ragged rows, None or mixed objects).",
-            f"{name} = {repr(x)[:80]}",
+            f"{name} = {short_repr(x, 80)}",
             f"{name} = torch.tensor([[x1, y1, x2, y2], ...], dtype=torch.float32)",
         )
         return None
@@ -284,7 +298,7 @@ def _numeric(x: Any, name: str, ctx: _Ctx) -> np.ndarray | None:
             "DTYPE_MISMATCH",
             "error",
             f"{name} hold {kind or arr.dtype} values, not numbers.",
-            f"{name} = {repr(x)[:80]} (dtype {arr.dtype})",
+            f"{name} = {short_repr(x, 80)} (dtype {arr.dtype})",
             f"parse the numbers first, e.g. {name} = torch.tensor([[float(v) for v in row] for row in rows])",
         )
         return None
@@ -294,6 +308,8 @@ def _numeric(x: Any, name: str, ctx: _Ctx) -> np.ndarray | None:
 def _parse_boxes(boxes: Any, ctx: _Ctx) -> _Boxes | None:
     op = ctx.op
     is_seq = isinstance(boxes, (list, tuple))
+    if is_seq and not boxes and op == "roi_align":  # an empty list of per-image boxes: roi_align returns [0, C, h, w]
+        return _Boxes(np.zeros((0, 4)), np.zeros(0), "list", [], n_list=0)
     if is_seq and boxes and all(isinstance(b, (Tensor, np.ndarray)) for b in boxes):
         if op == "crop_and_resize":
             ctx.add(
@@ -551,7 +567,7 @@ def _check_batch(bx: _Boxes, n: int | None, box_indices: Any, finite: np.ndarray
             "BATCH_INDEX_OUT_OF_RANGE",
             "error",
             "box_indices must be a 1-D integer tensor with one image index per box.",
-            f"box_indices = {repr(box_indices)[:60]} for {k} boxes"
+            f"box_indices = {short_repr(box_indices)} for {k} boxes"
             + (f" (shape {_shape_text(vals.shape)})" if vals is not None else ""),
             f"box_indices = torch.zeros({k}, dtype=torch.int32)  # all boxes from image 0",
         )
@@ -1006,6 +1022,18 @@ def _check_divisible(g: _Geo, ctx: _Ctx) -> None:
 # --------------------------------------------------------------------------------------------- entry point
 
 
+def _quiet_overflow(fn: Callable[..., list[Finding]]) -> Callable[..., list[Finding]]:
+    """Run ``fn`` with numpy's overflow / invalid warnings off: extreme coordinates become inf and are reported."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> list[Finding]:
+        with np.errstate(over="ignore", invalid="ignore"):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@_quiet_overflow
 def diagnose(
     boxes: Any,
     *,
@@ -1049,10 +1077,10 @@ def diagnose(
         >>> diagnose(rois, image_size=(800, 1024), features=(1, 256, 50, 64), spatial_scale=1 / 16)
         []
     """
-    op_name = str(op).lower().replace("-", "_") if isinstance(op, str) else op
+    op_name = op.lower().replace("-", "_") if isinstance(op, str) else None
     if op_name not in OPS:
         raise InputValueError(
-            "diagnose(op=...)", expected='"roi_align" or "crop_and_resize"', got=repr(op), fix='op="roi_align"'
+            "diagnose(op=...)", expected='"roi_align" or "crop_and_resize"', got=short_repr(op), fix='op="roi_align"'
         )
     ctx = _Ctx(op_name)
     shape, feat = _parse_features(features, ctx)
@@ -1061,14 +1089,15 @@ def diagnose(
     if op_name == "roi_align" and spatial_scale is not None:
         try:
             scale = float(spatial_scale)
-            if not (math.isfinite(scale) and scale > 0):
+            if not (math.isfinite(scale) and _MIN_SCALE <= scale <= _MAX_SCALE):
                 raise ValueError
         except Exception:
             ctx.add(
                 "WRONG_STRIDE",
                 "error",
-                "spatial_scale must be one positive float (image pixels -> feature cells, e.g. 1/16).",
-                f"spatial_scale = {repr(spatial_scale)[:60]}",
+                f"spatial_scale must be one positive float between {_MIN_SCALE:g} and {_MAX_SCALE:g} (image pixels "
+                "-> feature cells, e.g. 1/16).",
+                f"spatial_scale = {short_repr(spatial_scale)}",
                 "roi_align(features, rois, output_size, spatial_scale=features.shape[-1] / image_width)",
             )
             scale = None

@@ -25,6 +25,7 @@ __all__ = [
     "BoxFileError",
     "describe",
     "clip",
+    "short_repr",
     "MAX_FIELD_CHARS",
 ]
 
@@ -127,9 +128,17 @@ class _BoundedRepr(reprlib.Repr):
 _REPR = _BoundedRepr()
 
 
-def _short_repr(x: Any) -> str:
+def short_repr(x: Any, limit: int = 60) -> str:
+    """``repr(x)`` in at most ``limit`` characters, at bounded cost for huge, deeply nested or odd values.
+
+    Example:
+        >>> short_repr([[1, 2]] * 1000, 30)
+        '[[1, 2], [1, 2], [1, 2], [1...'
+        >>> short_repr(10 ** 5000)
+        '<int of 16610 bits>'
+    """
     text = _REPR.repr(x)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def describe(x: Any) -> str:
@@ -158,4 +167,4 @@ def describe(x: Any) -> str:
         shown = ", ".join("Tensor[" + ", ".join(str(d) for d in t.shape) + "]" for t in x[:4])
         more = ", ..." if len(x) > 4 else ""
         return f"a {type(x).__name__} of {len(x)} tensors [{shown}{more}]"
-    return f"{type(x).__name__} {_short_repr(x)}"
+    return f"{type(x).__name__} {short_repr(x)}"

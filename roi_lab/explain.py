@@ -15,6 +15,11 @@ cause / fix templates filled from the groups. Generic messages (``torch.cat`` on
 "Dimension out of range", "Expected all tensors to be on the same device") only count when the
 frames nearest the error are ROI pooling code, so an unrelated traceback returns ``None``.
 
+Bounded: every repeat in a rule has a maximum (``{1,20}`` digits, not ``+``; ``.{0,300}?``, not
+``.*?``; a test checks it), so matching time grows linearly with the text, and a text longer than
+:data:`MAX_TEXT_CHARS` is read as its first 50,000 and last 150,000 characters (the explanation's
+``note`` says so): the app reruns this on every interaction.
+
 Example:
     >>> e = explain_error("AssertionError: The boxes tensor shape is not correct as Tensor[K, 5]")
     >>> e.code, e.framework
@@ -31,7 +36,12 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 
-__all__ = ["Explanation", "Rule", "RULES", "CODES", "explain_error"]
+__all__ = ["Explanation", "Rule", "RULES", "CODES", "MAX_TEXT_CHARS", "explain_error"]
+
+#: the longest text explain_error reads whole; a longer one is read as its head and its tail (see ``note``).
+MAX_TEXT_CHARS = 200_000
+_HEAD_CHARS = 50_000  # of MAX_TEXT_CHARS: the start (a chained exception's first error), the rest from the end
+_MATCHED_CHARS = 300  # the most of the matched line that Explanation.matched quotes
 
 CODES: tuple[str, ...] = (
     "MISSING_BATCH_INDEX",
@@ -60,7 +70,8 @@ class Explanation:
             ``"onnxruntime"``, ``"onnx"``, ``"mmcv"``, ``"detectron2"`` or ``"torch"``.
         cause (str): the cause in words, with the numbers from the message.
         fix (str): how to fix it, usually a line of code.
-        matched (str): the line of the text that matched.
+        matched (str): the line of the text that matched (at most 300 characters of it, around the match).
+        note (str): ``""``, or what was not read of a text longer than :data:`MAX_TEXT_CHARS`.
     """
 
     code: str
@@ -68,6 +79,7 @@ class Explanation:
     cause: str
     fix: str
     matched: str
+    note: str = ""
 
     def to_dict(self) -> dict[str, str]:
         """The explanation as plain data, for JSON output and the app."""
@@ -109,6 +121,8 @@ _ROI = (
     r"roi_align|roi_pool|ps_roi|RoIAlign|RoIPool|ROIAlign|ROIPool|RoiAlign|MultiScaleRoIAlign|poolers\.py"
     r"|ROIPooler|crop_and_resize|CropAndResize|\brois\b"
 )
+# ONNX shape inference: "(op_type:RoiAlign, node name: ra): [ShapeInferenceError] <message>" (name and tag optional)
+_ONNX_NODE = r"\(op_type:RoiAlign(?:, node name: [^)\n]{0,200})?\):\s{0,4}(?:\[ShapeInferenceError\]\s{0,4})?"
 _POOLER = r"poolers\.py|MultiScaleRoIAlign|_setup_scales|_infer_scale|_filter_input|convert_to_roi_format"
 
 
@@ -189,8 +203,8 @@ RULES: tuple[Rule, ...] = (
         context=_ROI,
     ),
     Rule(
-        r"Dimension out of range \(expected to be in range of \[-(?P<ndim>[123]), (?P<top>\d+)\], but got "
-        r"(?P<dim>\d+)\)",
+        r"Dimension out of range \(expected to be in range of \[-(?P<ndim>[123]), (?P<top>\d{1,20})\], but got "
+        r"(?P<dim>\d{1,20})\)",
         "BAD_RANK",
         "",
         "the feature map has {ndim} dimension(s) but the ROI op reads dimension {dim}: it needs a 4-D batch "
@@ -199,7 +213,7 @@ RULES: tuple[Rule, ...] = (
         context=_ROI,
     ),
     Rule(
-        r"too many indices for tensor of dimension (?P<ndim>\d+)",
+        r"too many indices for tensor of dimension (?P<ndim>\d{1,20})",
         "BAD_RANK",
         "",
         "a {ndim}-D boxes tensor reached the pooler, which indexes boxes as [L, 4] per image.",
@@ -228,7 +242,7 @@ RULES: tuple[Rule, ...] = (
     # --- dtype -----------------------------------------------------------------------------------
     Rule(
         r"Expected tensor for argument #1 'input' to have the same type as tensor for argument #2 'rois'; "
-        r"but type (?P<input_type>[\w.]+) does not equal (?P<rois_type>[\w.]+)",
+        r"but type (?P<input_type>[\w.]{1,80}) does not equal (?P<rois_type>[\w.]{1,80})",
         "DTYPE_MISMATCH",
         "torchvision",
         "the feature map is {input_dtype} but the rois are {rois_dtype}; roi_align needs both in one dtype "
@@ -245,7 +259,7 @@ RULES: tuple[Rule, ...] = (
         "rois = rois.to(features.dtype)  # or [b.to(features.dtype) for b in boxes]",
     ),
     Rule(
-        r"expected scalar type (?P<expected>\w+) but found (?P<found>\w+)",
+        r"expected scalar type (?P<expected>\w{1,64}) but found (?P<found>\w{1,64})",
         "DTYPE_MISMATCH",
         "",
         "the ROI op expected {expected} and found {found}: the feature map and the boxes have different dtypes.",
@@ -253,7 +267,7 @@ RULES: tuple[Rule, ...] = (
         context=_ROI,
     ),
     Rule(
-        r"\"(?P<kernel>ROIAlign_forward|ROIPool_forward)\" not implemented for '(?P<dtype>\w+)'",
+        r"\"(?P<kernel>ROIAlign_forward|ROIPool_forward)\" not implemented for '(?P<dtype>\w{1,64})'",
         "DTYPE_UNSUPPORTED",
         "detectron2",
         "the legacy {kernel} kernel (detectron2's _C or torchvision < 0.8) has no {dtype} version on this "
@@ -261,7 +275,7 @@ RULES: tuple[Rule, ...] = (
         "run the pooler in float32: pooler(features.float(), rois.float()), or use torchvision.ops.roi_align",
     ),
     Rule(
-        r"\"(?P<kernel>\w*(?:roi|ROI)\w*)\" not implemented for '(?P<dtype>\w+)'",
+        r"\"(?P<kernel>\w{0,40}(?:roi|ROI)\w{0,40})\" not implemented for '(?P<dtype>\w{1,64})'",
         "DTYPE_UNSUPPORTED",
         "torchvision",
         "{kernel} has no {dtype} version: the feature map must be a floating type (float32/float64, float16 "
@@ -294,8 +308,8 @@ RULES: tuple[Rule, ...] = (
         "rois = rois.to(features.device)",
     ),
     Rule(
-        r"Expected all tensors to be on the same device, but found at least two devices, (?P<a>[\w:]+) and "
-        r"(?P<b>[\w:]+)",
+        r"Expected all tensors to be on the same device, but found at least two devices, (?P<a>[\w:]{1,40}) and "
+        r"(?P<b>[\w:]{1,40})",
         "DEVICE_MISMATCH",
         "",
         "the ROI op got tensors on {a} and on {b}: the feature map and the boxes (or the batch indices) "
@@ -348,7 +362,7 @@ RULES: tuple[Rule, ...] = (
         "pooler([features[f] for f in in_features], [instances.proposal_boxes for instances in proposals])",
     ),
     Rule(
-        r"unequal value, num_level_assignments=(?P<levels>\d+), but x is list of (?P<got>\d+) Tensors",
+        r"unequal value, num_level_assignments=(?P<levels>\d{1,20}), but x is list of (?P<got>\d{1,20}) Tensors",
         "FEATURE_PYRAMID",
         "detectron2",
         "the ROIPooler was built for {levels} feature levels (one per scale) but got {got} feature maps.",
@@ -364,7 +378,7 @@ RULES: tuple[Rule, ...] = (
         "ROIPooler(output_size, scales=[1 / 4, 1 / 8, 1 / 16, 1 / 32], sampling_ratio=0, pooler_type='ROIAlignV2')",
     ),
     Rule(
-        r"unequal value, x\[0\] batch dim 0 is (?P<batch>\d+), but box_list has length (?P<lists>\d+)",
+        r"unequal value, x\[0\] batch dim 0 is (?P<batch>\d{1,20}), but box_list has length (?P<lists>\d{1,20})",
         "BOX_INDICES_SHAPE",
         "detectron2",
         "the feature batch holds {batch} images but {lists} box lists were given; detectron2 assigns the "
@@ -390,8 +404,9 @@ RULES: tuple[Rule, ...] = (
         "feed {{'rois': rois[:, 1:], 'batch_indices': rois[:, 0].astype(np.int64)}}",
     ),
     Rule(
-        r"Got invalid dimensions for input: (?P<name>\w*rois?\w*|\w*box\w*) for the following indices\s+"
-        r"index: (?P<axis>\d+) Got: (?P<got>\d+) Expected: (?P<expected>\d+)",
+        r"Got invalid dimensions for input: (?P<name>\w{0,32}rois?\w{0,32}|\w{0,32}box\w{0,32}) "
+        r"for the following indices\s{1,20}"
+        r"index: (?P<axis>\d{1,20}) Got: (?P<got>\d{1,20}) Expected: (?P<expected>\d{1,20})",
         "BOX_COLUMNS",
         "onnxruntime",
         "the model declares {name} with {expected} on axis {axis}, your array has {got}: ONNX RoiAlign takes "
@@ -414,7 +429,8 @@ RULES: tuple[Rule, ...] = (
         "batch_indices = np.zeros(len(rois), np.int64)  # image index of each roi",
     ),
     Rule(
-        r"batch_indices value (?P<value>-?\d+) at index (?P<index>\d+) is out of range \[0, (?P<batch>\d+)\)",
+        r"batch_indices value (?P<value>-?\d{1,20}) at index (?P<index>\d{1,20}) is out of range "
+        r"\[0, (?P<batch>\d{1,20})\)",
         "BATCH_INDEX_OUT_OF_RANGE",
         "onnxruntime",
         "roi {index} points at image {value}, but the feature batch has {batch} image(s): valid indices are 0..{last}.",
@@ -429,23 +445,23 @@ RULES: tuple[Rule, ...] = (
         "keep = np.isfinite(rois).all(1); rois, batch_indices = rois[keep], batch_indices[keep]",
     ),
     Rule(
-        r"Type parameter \(T1\) of Optype \(RoiAlign\) bound to different types \(tensor\((?P<a>\w+)\) and "
-        r"tensor\((?P<b>\w+)\)",
+        r"Type parameter \(T1\) of Optype \(RoiAlign\) bound to different types \(tensor\((?P<a>\w{1,64})\) and "
+        r"tensor\((?P<b>\w{1,64})\)",
         "DTYPE_MISMATCH",
         "onnxruntime",
         "RoiAlign's X and rois must share one float type; the model declares {a} and {b}.",
         "declare (or cast) rois with the feature map's type, e.g. a Cast node to {a}",
     ),
     Rule(
-        r"Type 'tensor\((?P<dtype>\w+)\)' of input parameter \((?P<name>\w+)\) of operator \(RoiAlign\)",
+        r"Type 'tensor\((?P<dtype>\w{1,64})\)' of input parameter \((?P<name>\w{1,64})\) of operator \(RoiAlign\)",
         "DTYPE_UNSUPPORTED",
         "onnxruntime",
         "RoiAlign does not accept {name} as {dtype}: X and rois must be float16/float/double and batch_indices int64.",
         "declare {name} with the right type (batch_indices: TensorProto.INT64; X, rois: TensorProto.FLOAT)",
     ),
     Rule(
-        r"Unexpected input data type\. Actual: \(tensor\((?P<actual>\w+)\)\) , "
-        r"expected: \(tensor\((?P<expected>\w+)\)\)",
+        r"Unexpected input data type\. Actual: \(tensor\((?P<actual>\w{1,64})\)\) , "
+        r"expected: \(tensor\((?P<expected>\w{1,64})\)\)",
         "DTYPE_MISMATCH",
         "onnxruntime",
         "an input of the RoiAlign model was fed as {actual}, the model expects {expected}.",
@@ -455,15 +471,15 @@ RULES: tuple[Rule, ...] = (
     ),
     # --- ONNX shape inference --------------------------------------------------------------------
     Rule(
-        r"\(op_type:RoiAlign\).*?Input 2 expected to have rank 1 but has rank (?P<got>\d+)",
+        _ONNX_NODE + r"Input 2 expected to have rank 1 but has rank (?P<got>\d{1,20})",
         "BOX_INDICES_SHAPE",
         "onnx",
         "batch_indices must be 1-D [K]; the model declares it with rank {got}.",
         "declare batch_indices as helper.make_tensor_value_info('batch_indices', TensorProto.INT64, ['K'])",
     ),
     Rule(
-        r"\(op_type:RoiAlign\).*?Input (?P<index>[01]) expected to have rank (?P<expected>\d+) but has rank "
-        r"(?P<got>\d+)",
+        _ONNX_NODE + r"Input (?P<index>[01]) expected to have rank (?P<expected>\d{1,20}) but has rank "
+        r"(?P<got>\d{1,20})",
         "BAD_RANK",
         "onnx",
         "RoiAlign input {input} must have rank {expected}; the model gives it rank {got}.",
@@ -471,14 +487,15 @@ RULES: tuple[Rule, ...] = (
         derive=_ort_input,
     ),
     Rule(
-        r"\(op_type:RoiAlign\).*?Dimension mismatch in unification between (?P<a>\d+) and (?P<b>\d+)",
+        _ONNX_NODE + r"Dimension mismatch in unification between (?P<a>\d{1,20}) and (?P<b>\d{1,20})",
         "BOX_INDICES_SHAPE",
         "onnx",
         "rois and batch_indices must have the same number of rows K; the model declares {a} and {b}.",
         "declare both with the same first dimension, e.g. 'K' for rois ['K', 4] and batch_indices ['K']",
     ),
     Rule(
-        r"\(op_type:RoiAlign\).*?(?P<name>rois|X|batch_indices) has inconsistent type tensor\((?P<dtype>\w+)\)",
+        _ONNX_NODE + r"(?P<name>rois|X|batch_indices) has inconsistent type "
+        r"tensor\((?P<dtype>\w{1,64})\)",
         "DTYPE_MISMATCH",
         "onnx",
         "{name} is declared as {dtype}, which does not match the other RoiAlign inputs (X and rois share one "
@@ -487,7 +504,7 @@ RULES: tuple[Rule, ...] = (
     ),
     # --- TensorFlow crop_and_resize (eager and graph messages) ---------------------------------------
     Rule(
-        r"boxes must be 2-D,? got:? \[(?P<shape>[\d, ]*)\]",
+        r"boxes must be 2-D,? got:? \[(?P<shape>[\d, ]{0,80})\]",
         "BAD_RANK",
         "tensorflow",
         "crop_and_resize takes boxes as a 2-D [num_boxes, 4] tensor; yours has shape [{shape}] (rank {rank}).",
@@ -495,7 +512,8 @@ RULES: tuple[Rule, ...] = (
         derive=_shape_rank,
     ),
     Rule(
-        r"boxes must have 4 columns|Dimension must be 4 but is (?P<got>\d+) for '\{\{node [^}]*CropAndResize",
+        r"boxes must have 4 columns"
+        r"|Dimension must be 4 but is (?P<got>\d{1,20}) for '\{\{node [^}]{0,300}CropAndResize",
         "BOX_COLUMNS",
         "tensorflow",
         "crop_and_resize takes boxes as [num_boxes, 4] normalized (y1, x1, y2, x2) and the image index in "
@@ -504,7 +522,7 @@ RULES: tuple[Rule, ...] = (
         defaults={"got": "another number of"},
     ),
     Rule(
-        r"input image must be 4-D\s*\[(?P<shape>[\d, ]*)\]",
+        r"input image must be 4-D\s{0,20}\[(?P<shape>[\d, ]{0,80})\]",
         "BAD_RANK",
         "tensorflow",
         "crop_and_resize takes a 4-D image batch [batch, height, width, channels]; yours has shape [{shape}] "
@@ -513,7 +531,7 @@ RULES: tuple[Rule, ...] = (
         derive=_shape_rank,
     ),
     Rule(
-        r"Shape must be rank (?P<expected>[124]) but is rank (?P<got>\d+) for '\{\{node [^}]*CropAndResize",
+        r"Shape must be rank (?P<expected>[124]) but is rank (?P<got>\d{1,20}) for '\{\{node [^}]{0,300}CropAndResize",
         "BAD_RANK",
         "tensorflow",
         "{input} must have rank {expected} for CropAndResize; it has rank {got}.",
@@ -521,8 +539,9 @@ RULES: tuple[Rule, ...] = (
         derive=_tf_rank_input,
     ),
     Rule(
-        r"box_index has incompatible shape|box_ind(?:ices|ex)? must be rank 1 but is shape \[(?P<shape>[\d, ]*)\]"
-        r"|Dimensions must be equal, but are (?P<a>\d+) and (?P<b>\d+) for '\{\{node [^}]*CropAndResize",
+        r"box_index has incompatible shape|box_ind(?:ices|ex)? must be rank 1 but is shape \[(?P<shape>[\d, ]{0,80})\]"
+        r"|Dimensions must be equal, but are (?P<a>\d{1,20}) and (?P<b>\d{1,20}) "
+        r"for '\{\{node [^}]{0,300}CropAndResize",
         "BOX_INDICES_SHAPE",
         "tensorflow",
         "box_indices must be a 1-D int32 tensor with one image index per box, [num_boxes]; yours does not match boxes.",
@@ -543,14 +562,14 @@ RULES: tuple[Rule, ...] = (
         "crop_size=[7, 7]",
     ),
     Rule(
-        r"crop_size must have two elements\s*\[(?P<n>\d+)\]",
+        r"crop_size must have two elements\s{0,20}\[(?P<n>\d{1,20})\]",
         "CROP_SIZE",
         "tensorflow",
         "crop_size has {n} elements; it must be exactly two, [crop_height, crop_width].",
         "crop_size=[7, 7]",
     ),
     Rule(
-        r"crop_size must be 1-D\s*\[(?P<shape>[\d, ]*)\]",
+        r"crop_size must be 1-D\s{0,20}\[(?P<shape>[\d, ]{0,80})\]",
         "CROP_SIZE",
         "tensorflow",
         "crop_size has shape [{shape}] (rank {rank}); it must be a 1-D pair [crop_height, crop_width], "
@@ -566,15 +585,15 @@ RULES: tuple[Rule, ...] = (
         "keep = tf.reduce_all(tf.math.is_finite(boxes), 1); boxes = tf.boolean_mask(boxes, keep)",
     ),
     Rule(
-        r"Input '(?P<name>box_ind|boxes|crop_size)' of 'CropAndResize' Op has type (?P<got>\w+) that does not "
-        r"match expected type of (?P<expected>\w+)",
+        r"Input '(?P<name>box_ind|boxes|crop_size)' of 'CropAndResize' Op has type (?P<got>\w{1,64}) that does not "
+        r"match expected type of (?P<expected>\w{1,64})",
         "DTYPE_MISMATCH",
         "tensorflow",
         "CropAndResize's {name} must be {expected}, got {got}.",
         "tf.cast({name}, tf.{expected})",
     ),
     Rule(
-        r"Tensor conversion requested dtype (?P<expected>\w+) for Tensor with dtype (?P<got>\w+)",
+        r"Tensor conversion requested dtype (?P<expected>\w{1,64}) for Tensor with dtype (?P<got>\w{1,64})",
         "DTYPE_MISMATCH",
         "tensorflow",
         "crop_and_resize needs {expected} boxes; a {got} tensor is not converted silently.",
@@ -589,7 +608,7 @@ RULES: tuple[Rule, ...] = (
         "tf.image.crop_and_resize(image, boxes, box_indices=box_indices, crop_size=crop_size)",
     ),
     Rule(
-        r"crop_and_resize\w*\(\) got an unexpected keyword argument 'box_indices'",
+        r"crop_and_resize\w{0,20}\(\) got an unexpected keyword argument 'box_indices'",
         "API_RENAMED",
         "tensorflow",
         "TensorFlow 1.x calls crop_and_resize's third argument box_ind; box_indices is the TF2 name.",
@@ -602,7 +621,7 @@ RULES: tuple[Rule, ...] = (
 
 _FRAME = re.compile(r'^\s*File "(?P<path>[^"]*)", line \d+')
 _CARET = re.compile(r"^\s*[\^~]+\s*$")
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_ANSI = re.compile(r"\x1b\[[0-9;]{0,32}m")
 _LIBRARIES = (  # path fragment -> framework; the frame nearest the error wins
     ("detectron2", re.compile(r"[\\/]detectron2[\\/]")),
     ("mmcv", re.compile(r"[\\/]mmcv[\\/]")),
@@ -615,7 +634,7 @@ _LIBRARIES = (  # path fragment -> framework; the frame nearest the error wins
 _STYLES = (  # message style -> framework, when no library frame says
     ("onnxruntime", re.compile(r"\[ONNXRuntimeError\]|onnxruntime")),
     ("onnx", re.compile(r"\[ShapeInferenceError\]|op_type:")),
-    ("tensorflow", re.compile(r"\{\{function_node|\[Op:\w+\]|\{\{node |tensorflow|crop_and_resize", re.I)),
+    ("tensorflow", re.compile(r"\{\{function_node|\[Op:\w{1,64}\]|\{\{node |tensorflow|crop_and_resize", re.I)),
     ("mmcv", re.compile(r"mmcv|mmdet")),
     ("detectron2", re.compile(r"detectron2|ROIPooler")),
     ("torchvision", re.compile(r"torchvision|roi_align|roi_pool|MultiScaleRoIAlign")),
@@ -671,9 +690,11 @@ class _Parsed:
 
 
 def _line_at(text: str, pos: int) -> str:
-    start = text.rfind("\n", 0, pos) + 1
+    """The line of ``text`` holding ``pos``: at most _MATCHED_CHARS of it, from a little before ``pos``."""
+    start = max(text.rfind("\n", 0, pos) + 1, pos - _MATCHED_CHARS // 3)
     end = text.find("\n", pos)
-    return text[start : end if end >= 0 else len(text)].strip()
+    end = min(end if end >= 0 else len(text), start + _MATCHED_CHARS)
+    return text[start:end].strip()
 
 
 class _Fields(dict):
@@ -681,7 +702,7 @@ class _Fields(dict):
         return "?"
 
 
-def _apply(rule: Rule, parsed: _Parsed, haystack: str) -> Explanation | None:
+def _apply(rule: Rule, parsed: _Parsed, haystack: str, note: str) -> Explanation | None:
     m = rule.compiled().search(haystack)
     if m is None or (rule.context is not None and not _compile(rule.context).search(parsed.near)):
         return None
@@ -695,7 +716,18 @@ def _apply(rule: Rule, parsed: _Parsed, haystack: str) -> Explanation | None:
         cause=rule.cause.format_map(fields),
         fix=rule.fix.format_map(fields),
         matched=_line_at(haystack, m.start()),
+        note=note,
     )
+
+
+def _bounded(text: str) -> tuple[str, str]:
+    """``text`` cut to MAX_TEXT_CHARS (its head and its tail, on a line break) and a note saying so, or ``""``."""
+    if len(text) <= MAX_TEXT_CHARS:
+        return text, ""
+    tail = MAX_TEXT_CHARS - _HEAD_CHARS
+    note = (f"the text has {len(text):,} characters; only the first {_HEAD_CHARS:,} and the last {tail:,} "
+            "were read: paste the error message and the traceback above it, not a whole log")
+    return text[:_HEAD_CHARS] + "\n" + text[-tail:], note
 
 
 def explain_error(text: str) -> Explanation | None:
@@ -707,7 +739,9 @@ def explain_error(text: str) -> Explanation | None:
     Returns:
         Explanation | None: the first rule of :data:`RULES` that matches the error lines, with
         the numbers from the message filled in; ``None`` when the text is empty, not an ROI-pooling
-        input error, or a generic error whose nearest frames are not ROI pooling code.
+        input error, or a generic error whose nearest frames are not ROI pooling code. A text of
+        more than :data:`MAX_TEXT_CHARS` characters is read as its first 50,000 and last 150,000
+        (``note`` says so); matching takes time linear in what is read.
 
     Example:
         >>> tb = '''Traceback (most recent call last):
@@ -724,10 +758,11 @@ def explain_error(text: str) -> Explanation | None:
     """
     if not isinstance(text, str) or not text.strip():
         return None
+    text, note = _bounded(text)
     parsed = _Parsed(text)
     for haystack in (parsed.message, parsed.errors):
         for rule in RULES:
-            found = _apply(rule, parsed, haystack)
+            found = _apply(rule, parsed, haystack, note)
             if found is not None:
                 return found
     return None

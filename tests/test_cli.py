@@ -159,6 +159,7 @@ def test_explain_from_stdin_as_json(monkeypatch, capsys):
         "cause": "crop_size has 3 elements; it must be exactly two, [crop_height, crop_width].",
         "fix": "crop_size=[7, 7]",
         "matched": text,
+        "note": "",
     }
 
 

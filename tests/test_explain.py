@@ -339,6 +339,7 @@ def test_tf2_rename_message_pinned():
         "cause": "TensorFlow 2 renamed crop_and_resize's box_ind argument to box_indices.",
         "fix": "tf.image.crop_and_resize(image, boxes, box_indices=box_indices, crop_size=crop_size)",
         "matched": "TypeError: Got an unexpected keyword argument 'box_ind'",
+        "note": "",
     }
 
 
