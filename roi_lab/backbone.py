@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -122,7 +123,8 @@ def _load_checkpoint(path: Path, where: str) -> dict[str, Tensor]:
         raise InputValueError(
             where,
             expected="a checkpoint that torch.load(path, weights_only=True) can read (a state dict of tensors)",
-            got=f"{path}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
+            got=f"{path}: {type(exc).__name__}: {(str(exc).splitlines() or ['(no message)'])[0][:200]}"
+            + (" (an empty file)" if path.stat().st_size == 0 else ""),
             fix="save the weights with torch.save(model.state_dict(), path)",
         ) from None
     return _unwrap_state_dict(state, str(path), where)
@@ -141,10 +143,56 @@ def _unwrap_state_dict(state: Any, source: str, where: str) -> dict[str, Tensor]
             got=f"{source}: {describe(state) if not isinstance(state, Mapping) else 'a dict with non-tensor values'}",
             fix="save the weights with torch.save(model.state_dict(), path)",
         )
+    odd_keys = [k for k in state if not isinstance(k, str)]
+    if odd_keys:
+        raise InputValueError(
+            where,
+            expected="a state dict whose keys are parameter names (str), like 'conv1.weight'",
+            got=f"{source}: {len(odd_keys)} keys that are not strings, e.g. {describe(odd_keys[0])}",
+            fix="save the weights with torch.save(model.state_dict(), path)",
+        )
+    odd = [(k, _tensor_problem(v)) for k, v in state.items() if _tensor_problem(v)]
+    if odd:
+        raise InputValueError(
+            where,
+            expected="dense tensors with values (strided layout, on cpu or cuda, real floating or integer dtype)",
+            got=f"{source}: {len(odd)} tensors that are not, e.g. {odd[0][0]} ({odd[0][1]})",
+            fix="save real weights: torch.save({k: v.to_dense().cpu() for k, v in state_dict.items()}, path); "
+            "meta tensors hold no values at all",
+        )
     state = dict(state)
     if all(k.startswith("module.") for k in state):  # saved from DataParallel / DDP
         state = {k[len("module.") :]: v for k, v in state.items()}
     return state
+
+
+def _tensor_problem(t: Tensor) -> str:
+    """Why a state-dict value cannot be loaded as weights, or ``""``."""
+    if t.device.type == "meta":
+        return "a meta tensor, without values"
+    if t.layout != torch.strided:
+        return f"layout {str(t.layout).replace('torch.', '')}"
+    if t.is_quantized:
+        return f"quantized {str(t.dtype).replace('torch.', '')}"
+    if t.is_complex() or t.dtype == torch.bool:
+        return f"dtype {str(t.dtype).replace('torch.', '')}"
+    return ""
+
+
+def _non_finite_note(model: nn.Module) -> str:
+    """``""``, or a sentence naming the tensors of ``model`` that hold NaN or inf (its features would too)."""
+    bad = [(name, int((~torch.isfinite(t)).sum()), t.numel()) for name, t in model.state_dict().items()
+           if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if not bad:
+        return ""
+    shown = ", ".join(f"{name} ({n:,} of {total:,})" for name, n, total in bad[:4])
+    more = f" and {len(bad) - 4} more" if len(bad) > 4 else ""
+    return (f"{len(bad)} weight tensors hold NaN or inf values: {shown}{more}; the features will be NaN "
+            "(a diverged training run?)")
+
+
+class NonFiniteWeightsWarning(UserWarning):
+    """load_backbone loaded weights that hold NaN or inf values."""
 
 
 # --------------------------------------------------------------------------- models
@@ -513,6 +561,15 @@ def load_backbone(name: str = "resnet50", weights: str | os.PathLike | Mapping |
     Returns:
         Backbone
 
+    Raises:
+        InputValueError: an unknown name or device, a missing or unreadable checkpoint (an empty file, a
+            pickle that ``weights_only`` refuses), keys that are not strings, meta / sparse / quantized / complex
+            tensors, or a state dict of another architecture.
+
+    Warns:
+        NonFiniteWeightsWarning: weights that hold NaN or inf (their tensors are named, also in
+            ``weights_source``): the features would be NaN.
+
     Example:
         >>> bb = load_backbone("resnet18", weights="none", device="cpu")
         >>> bb.stages, bb.nominal_strides["C4"], bb.weights_source.startswith("random init (seed 0)")
@@ -556,6 +613,10 @@ def load_backbone(name: str = "resnet50", weights: str | os.PathLike | Mapping |
         raise InputValueError(where_w, expected="'auto', 'imagenet', 'none', a path or a state dict",
                               got=describe(weights), fix="e.g. weights='auto'")
     model.eval().requires_grad_(False)
+    note = _non_finite_note(model)
+    if note:
+        warnings.warn(f"load_backbone({name!r}): {note}", NonFiniteWeightsWarning, stacklevel=2)
+        source = f"{source}; WARNING: {note}"
     model.to(device=dev)
     bb = Backbone(name, model, dev, torch.float32, source, kind)
     if half and dev.type == "cuda":
@@ -635,7 +696,8 @@ def feature_summary(features: Tensor, kind: str = "mean") -> np.ndarray:
         - ``"top_variance"``: the channel with the largest spatial variance, ``[h, w]`` float32.
         - ``"pca"``: the top-3 principal components of the channels (pixels as samples, channels
           centred), each min-max scaled to 0..255, as ``[h, w, 3]`` uint8 RGB. Signs are fixed so the
-          largest-magnitude loading of each component is positive; missing components are 0.
+          largest-magnitude loading of each component is positive; missing components are 0. Pixels with a
+          NaN or inf channel are left out of the PCA and shown black (0, 0, 0).
 
     Args:
         features (Tensor[1, C, h, w] | Tensor[C, h, w]): one stage of :meth:`Backbone.features`.
@@ -664,6 +726,12 @@ def feature_summary(features: Tensor, kind: str = "mean") -> np.ndarray:
 def _pca_rgb(x: Tensor) -> np.ndarray:
     c, h, w = x.shape
     data = x.reshape(c, h * w).T.double()  # [h*w, C]
+    finite = torch.isfinite(data).all(1)  # [h*w]: pixels with a NaN / inf channel are left out, and shown black
+    if not bool(finite.all()):
+        rgb = np.zeros((h * w, 3), np.uint8)
+        if bool(finite.any()):
+            rgb[finite.numpy()] = _pca_rgb(x.reshape(c, h * w)[:, finite][:, :, None])[:, 0]
+        return rgb.reshape(h, w, 3)
     data = data - data.mean(0, keepdim=True)
     cov = data.T @ data  # [C, C]
     evals, evecs = torch.linalg.eigh(cov)  # ascending
