@@ -36,7 +36,7 @@ _KINDS = (
 
 class FileRefused(InputValueError):
     """A path or stream that :func:`read_bounded` refuses; ``reason`` is the short cause for a one-line message
-    (``"No such file or directory"``, ``"a directory"``, ``"20.0 MiB, over the 16.0 MiB limit for a box file"``)."""
+    (``"No such file or directory"``, ``"a directory"``, ``"20.0 MiB, over the 8.0 MiB limit for box files"``)."""
 
     def __init__(self, where: str, *, expected: str, got: str, fix: str, reason: str) -> None:
         super().__init__(where, expected=expected, got=got, fix=fix)

@@ -37,9 +37,9 @@ DECODED_BYTES_PER_PIXEL = 8
 #: the most scans (SOS markers) decode_image lets through in a JPEG; each scan is a pass over the image, and
 #: encoders write at most a few dozen (libjpeg's progressive script: 10; mozjpeg's: under 20).
 MAX_JPEG_SCANS = 100
-#: the largest box file read_boxes and the CLI read (a COCO file for many images fits; a 16 MiB JSON file
-#: parses in about a second into at most a few hundred MB of Python objects).
-MAX_BOX_FILE_BYTES = 16 * 1024 * 1024
+#: the largest box file read_boxes and the CLI read: one image's boxes take kilobytes, a COCO file of a few
+#: thousand images fits. The worst 8 MiB of JSON ("[[],[],...]") parses in ~2 s into ~0.2 GB of Python lists.
+MAX_BOX_FILE_BYTES = 8 * 1024 * 1024
 #: the most boxes read_boxes returns from one file (one image: COCO has at most a few hundred).
 MAX_BOXES = 100_000
 #: the largest error text `roi-lab explain` reads from a file or stdin.

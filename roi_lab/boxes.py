@@ -518,7 +518,7 @@ def _load_source(source: Any) -> tuple[Any, str]:
     if isinstance(source, (bytes, str)) and len(source) > MAX_BOX_FILE_BYTES:
         raise BoxFileError(
             "read_boxes(source=...)",
-            expected=f"a box file of at most {MAX_BOX_FILE_BYTES // 2**20} MiB",
+            expected=f"a box file of at most {MAX_BOX_FILE_BYTES / 2**20:.1f} MiB",
             got=f"{len(source):,} {'bytes' if isinstance(source, bytes) else 'characters'}",
             fix="keep one image's boxes in the file (e.g. extract its COCO annotations with pycocotools or jq)",
         )

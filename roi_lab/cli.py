@@ -5,7 +5,7 @@ Exit status: ``diagnose`` 0 when no finding is an error, 1 when one is (so CI ca
 FILE cannot be read. argparse usage errors exit 2 too.
 
 Input files are read by :func:`roi_lab._io.read_bounded`: regular files only (``/dev/zero``, a FIFO or a
-directory is refused without blocking), at most 16 MiB for BOXES and --box-indices and 4 MiB for explain's
+directory is refused without blocking), at most 8 MiB for BOXES and --box-indices and 4 MiB for explain's
 FILE (stdin, ``-``, likewise); what cannot be read is one line on stderr and exit 2.
 """
 

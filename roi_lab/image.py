@@ -17,6 +17,12 @@ Bounds (see :mod:`roi_lab._limits`), each with its own guard:
 - time: a JPEG with more than 100 scans (SOS markers) is refused before decoding: each scan is a pass over
   the whole image, and a progressive JPEG of 20,000 tiny scans took minutes.
 
+Why not Pillow for the header: OpenCV still decodes, so Pillow would be a second parser too (the guard that
+counts is OpenCV's own limit, which reads the header the decoder uses); and ``Image.open`` refuses sizes
+above 179 MP without saying the size, needs a whole TIFF (strips and all) and hands a whole WebP to libwebp,
+which allocates the canvas. Decoding with Pillow instead would truncate 16-bit colour (v >> 8) rather than
+round it.
+
 Supported: PNG, JPEG, WebP, BMP, TIFF and GIF (first frame). Grayscale, grayscale + alpha, RGBA
 (alpha dropped, not composited), palette and 16-bit images all come out as ``ndarray[H, W, 3]``
 uint8 in RGB order. JPEG EXIF orientation is applied, as a browser does.
@@ -90,9 +96,15 @@ class _Header(NamedTuple):
     width: int
     height: int
     pixel_bytes: int  # bytes per pixel of OpenCV's decoded buffer (channels x bytes per sample), an upper bound
+    flags: int = cv2.IMREAD_UNCHANGED  # how OpenCV decodes it
 
 
-_PNG_CHANNELS = {0: 1, 2: 3, 3: 4, 4: 2, 6: 4}  # colour type -> channels OpenCV returns (palette: up to BGRA)
+# A colour PNG (RGB, palette, RGBA) is decoded straight to BGR at its own depth: libpng drops the alpha (which
+# the RGB result drops anyway) and OpenCV's PNG decoder, which holds two copies of the image while decoding,
+# holds two 3-channel copies instead of two 4-channel ones (7000 x 7000 RGBA 16-bit: 0.56 GB, not 0.75 GB).
+# EXIF orientation stays ignored for PNG, as before. Gray PNGs keep one channel (IMREAD_UNCHANGED).
+_PNG_COLOUR_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH | cv2.IMREAD_IGNORE_ORIENTATION
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 3}  # colour type -> channels OpenCV returns with those flags
 
 
 def _png_size(data: bytes) -> _Header:
@@ -102,7 +114,8 @@ def _png_size(data: bytes) -> _Header:
         raise _fail("a PNG whose first chunk is IHDR", f"first chunk {data[12:16]!r}", "re-save the image as PNG")
     w, h = struct.unpack(">II", data[16:24])
     depth, colour = data[24], data[25]
-    return _Header(w, h, _PNG_CHANNELS.get(colour, 4) * (2 if depth == 16 else 1))
+    flags = cv2.IMREAD_UNCHANGED if colour in (0, 4) else _PNG_COLOUR_FLAGS
+    return _Header(w, h, _PNG_CHANNELS.get(colour, 4) * (2 if depth == 16 else 1), flags)
 
 
 _SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
@@ -133,7 +146,7 @@ def _jpeg_size(data: bytes) -> _Header:
             if i + 9 > n:
                 raise _truncated("JPEG", n)
             h, w = struct.unpack(">HH", data[i + 5 : i + 9])
-            return _Header(w, h, 3)  # decoded as 8-bit BGR
+            return _Header(w, h, 3, cv2.IMREAD_COLOR)  # 8-bit BGR; EXIF orientation applied as a browser does
         if length < 2:
             raise _fail("a JPEG with valid marker segments", f"a segment of length {length} at offset {i}",
                         "re-save the image as PNG or JPEG")
@@ -410,10 +423,8 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
                 "re-save the image as baseline JPEG or PNG",
             )
     buf = np.frombuffer(data, np.uint8)
-    # JPEG is 8-bit: IMREAD_COLOR applies the EXIF orientation as a browser does. Others keep depth/alpha.
-    flags = cv2.IMREAD_COLOR if fmt == "JPEG" else cv2.IMREAD_UNCHANGED
     try:
-        img = cv2.imdecode(buf, flags)
+        img = cv2.imdecode(buf, header.flags)
     except cv2.error as exc:
         if "CV_IO_MAX_IMAGE" in str(exc):  # OpenCV's own header read found more pixels than ours
             raise _fail(f"a {fmt} file whose pixel data matches its declared {w} x {h} pixels",

@@ -114,7 +114,7 @@ def test_box_file_over_the_size_cap_is_refused_without_reading(tmp_path):
     with open(path, "wb") as f:
         f.truncate(200 * 2**20)  # sparse: 200 MB that cost no disk and, refused by fstat, no memory
     msg = _refused(path)
-    assert msg == (f"read_boxes(source=...) expects a box file of at most 16.0 MiB; got {str(path)!r} of 200.0 MiB.\n"
+    assert msg == (f"read_boxes(source=...) expects a box file of at most 8.0 MiB; got {str(path)!r} of 200.0 MiB.\n"
                    "Fix: keep one image's boxes in the file (e.g. extract its COCO annotations with pycocotools or jq)")
     msg = _refused(str(path))
     assert "of 200.0 MiB" in msg
@@ -123,13 +123,14 @@ def test_box_file_over_the_size_cap_is_refused_without_reading(tmp_path):
 def test_box_file_text_or_bytes_over_the_size_cap_is_refused():
     data = b" " * (MAX_BOX_FILE_BYTES + 1)
     msg = _refused(data)
-    assert msg.startswith(f"read_boxes(source=...) expects a box file of at most 16 MiB; got {len(data):,} bytes.")
+    assert msg.startswith(f"read_boxes(source=...) expects a box file of at most 8.0 MiB; got {len(data):,} bytes.")
     assert "characters" in _refused(data.decode())
 
 
 @pytest.mark.parametrize("fmt", ["yolo", "json", "coco", "voc"])
-def test_more_boxes_than_the_cap_are_refused(fmt):
-    n = MAX_BOXES + 1
+def test_more_boxes_than_the_cap_are_refused(monkeypatch, fmt):
+    monkeypatch.setattr("roi_lab.boxes.MAX_BOXES", 50)  # 100,001 VOC objects would not fit in the size cap
+    n = 51
     if fmt == "yolo":
         text = "0 0.5 0.5 0.1 0.1\n" * n
     elif fmt == "json":
@@ -140,7 +141,14 @@ def test_more_boxes_than_the_cap_are_refused(fmt):
         obj = "<object><bndbox><xmin>0</xmin><ymin>0</ymin><xmax>1</xmax><ymax>1</ymax></bndbox></object>"
         text = "<annotation>" + obj * n + "</annotation>"
     msg = _refused(text, image_size=(10, 10))
-    assert "expects at most 100,000 boxes (one image's boxes); got more than 100,000.\nFix: split the file" in msg
+    assert "expects at most 50 boxes (one image's boxes); got more than 50.\nFix: split the file" in msg
+    monkeypatch.setattr("roi_lab.boxes.MAX_BOXES", 51)
+    assert read_boxes(text, image_size=(10, 10)).boxes_image.shape == (51, 4)
+
+
+def test_the_real_box_cap_is_100000():
+    msg = _refused("0 0.5 0.5 0.1 0.1\n" * (MAX_BOXES + 1), image_size=(10, 10))
+    assert "expects at most 100,000 boxes (one image's boxes); got more than 100,000." in msg
 
 
 def test_a_box_file_at_the_size_cap_is_read(tmp_path):

@@ -182,7 +182,7 @@ def test_cli_refuses_an_oversized_box_file_without_reading_it(tmp_path, capsys):
         f.truncate(200 * 2**20)  # sparse: no disk, and fstat refuses it before a read
     code, _, err = _run(["diagnose", str(path), *GEOMETRY], capsys)
     assert code == 2
-    assert err == (f"roi-lab diagnose: cannot read {path}: 200.0 MiB, over the 16.0 MiB limit for box files; keep one "
+    assert err == (f"roi-lab diagnose: cannot read {path}: 200.0 MiB, over the 8.0 MiB limit for box files; keep one "
                    "image's boxes in the file (e.g. extract its COCO annotations with pycocotools or jq)\n")
 
 
