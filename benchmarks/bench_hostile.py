@@ -153,7 +153,7 @@ CASES: dict[str, tuple[str, object, str, str]] = {
     "yolo_100000_lines": ("box count (most allowed)", lambda: b"0 0.5 0.5 0.1 0.1\n" * 100_000,
                           "from pathlib import Path",
                           "roi_lab.boxes.read_boxes(Path(path), image_size=(100, 100)).boxes_image.shape"),
-    "yolo_10MB_line": ("message size", lambda: b"0 " + b"1" * 10_000_000, "from pathlib import Path",
+    "yolo_7MB_line": ("message size", lambda: b"0 " + b"1" * 7_000_000, "from pathlib import Path",
                        "roi_lab.boxes.read_boxes(Path(path), image_size=(10, 10))"),
 }
 

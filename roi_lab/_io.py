@@ -16,6 +16,8 @@ Example:
 
 from __future__ import annotations
 
+import gc
+import json
 import os
 import stat
 import sys
@@ -23,7 +25,7 @@ from typing import Any
 
 from roi_lab.errors import InputValueError
 
-__all__ = ["FileRefused", "read_bounded", "read_stdin_bounded", "file_kind"]
+__all__ = ["FileRefused", "read_bounded", "read_stdin_bounded", "file_kind", "loads_json"]
 
 _KINDS = (
     (stat.S_ISDIR, "a directory"),
@@ -138,3 +140,16 @@ def read_stdin_bounded(*, limit: int, what: str, where: str = "read_stdin_bounde
     if len(data) > limit:
         raise _too_big(where, what, limit, "stdin", note="an endless stream?")
     return data
+
+
+def loads_json(text: str) -> Any:
+    """``json.loads`` with the cyclic garbage collector paused: parsed JSON holds no cycles, and millions of small
+    lists (8 MiB of ``[[],[],...]``) otherwise trigger collection after collection (1.2 s -> 0.3 s).
+    Raises what ``json.loads`` raises (JSONDecodeError, RecursionError, ValueError for 4300+ digit integers)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return json.loads(text)
+    finally:
+        if was_enabled:
+            gc.enable()

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from roi_lab._io import FileRefused, read_bounded
+from roi_lab._io import FileRefused, loads_json, read_bounded
 from roi_lab._limits import MAX_BOX_FILE_BYTES, MAX_BOXES
 from roi_lab.errors import BoxFileError, InputValueError, ShapeError, clip, describe
 
@@ -626,7 +626,7 @@ def read_boxes(
 
 def _parse_json(text: str) -> Any:
     try:
-        return json.loads(text)
+        return loads_json(text)
     except json.JSONDecodeError as e:
         raise _file_error(
             f"JSON line {e.lineno}, column {e.colno}",

@@ -58,11 +58,12 @@ def _read_text(path: str, *, limit: int, what: str) -> str:
 
 
 def _load_json(path: str, what: str) -> Any:
+    from roi_lab._io import loads_json
     from roi_lab._limits import MAX_BOX_FILE_BYTES
 
     text = _read_text(path, limit=MAX_BOX_FILE_BYTES, what="box file")
     try:
-        return json.loads(text)
+        return loads_json(text)
     except json.JSONDecodeError as exc:
         raise _Unreadable(
             f"{what} {path} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
