@@ -45,16 +45,20 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def _read_text(path: str, *, limit: int, what: str) -> str:
-    """The text of ``path`` (``-``: stdin), at most ``limit`` bytes of a regular file; UTF-8, a BOM dropped."""
+def _read_bytes(path: str, *, limit: int, what: str) -> bytes:
+    """The bytes of ``path`` (``-``: stdin): at most ``limit`` of them, from a regular file or stdin."""
     from roi_lab._io import FileRefused, read_bounded, read_stdin_bounded
 
     try:
-        data = read_stdin_bounded(limit=limit, what=what) if path == "-" else read_bounded(path, limit=limit, what=what)
+        return read_stdin_bounded(limit=limit, what=what) if path == "-" else read_bounded(path, limit=limit, what=what)
     except FileRefused as exc:
         fix = f"; {exc.fix}" if "limit" in exc.reason else ""
         raise _Unreadable(_one_line(f"cannot read {'stdin' if path == '-' else path}: {exc.reason}{fix}")) from None
-    return data.decode("utf-8-sig", errors="replace")
+
+
+def _read_text(path: str, *, limit: int, what: str) -> str:
+    """:func:`_read_bytes` as UTF-8 text, a BOM dropped, undecodable bytes replaced."""
+    return _read_bytes(path, limit=limit, what=what).decode("utf-8-sig", errors="replace")
 
 
 def _load_json(path: str, what: str) -> Any:
@@ -84,7 +88,8 @@ def _load_boxes(path: str, image_size: tuple[int, int]) -> tuple[Any, Any]:
 
     suffix = Path(path).suffix.lower()
     if suffix in {".xml", ".txt"}:
-        return _read_box_file(path, _read_text(path, limit=MAX_BOX_FILE_BYTES, what="box file"), image_size), None
+        # bytes, not text: read_boxes never takes bytes for a path, whatever the file holds
+        return _read_box_file(path, _read_bytes(path, limit=MAX_BOX_FILE_BYTES, what="box file"), image_size), None
     data = _load_json(path, "BOXES")
     if isinstance(data, list) and not (data and isinstance(data[0], dict)):
         return data, None  # a bare array of boxes
@@ -94,7 +99,7 @@ def _load_boxes(path: str, image_size: tuple[int, int]) -> tuple[Any, Any]:
 
 
 def _read_box_file(path: str, content: Any, image_size: tuple[int, int]) -> list[Any]:
-    """``content`` (the file's text, or its parsed JSON) through read_boxes, as ``[boxes_image]``."""
+    """``content`` (the file's bytes, or its parsed JSON) through read_boxes, as ``[boxes_image]``."""
     from roi_lab.boxes import read_boxes
     from roi_lab.errors import RoiLabError
 

@@ -256,3 +256,13 @@ def test_hostile_path_corpus_every_reader_refuses_in_one_line(tmp_path, capsys):
             assert err.count("\n") == 1 and err.startswith(f"roi-lab {argv[0]}: "), (name, err)
         with pytest.raises(BoxFileError):
             read_boxes(path, image_size=(10, 10))
+
+
+def test_cli_box_file_holding_a_path_is_read_as_content_not_followed(tmp_path, capsys):
+    """A .txt box file whose one line is a path: YOLO text (refused as such), never the file it names."""
+    secret = tmp_path / "other.txt"
+    secret.write_text("0 0.5 0.5 0.25 0.25\n")
+    boxes = tmp_path / "labels.txt"
+    boxes.write_text(str(secret))  # no newline: read as text, it could pass for a path
+    code, _, err = _run(["diagnose", str(boxes), *GEOMETRY], capsys)
+    assert code == 2 and "read_boxes (yolo line 1) expects 5 fields" in err
