@@ -180,9 +180,10 @@ def _cmd_capture(args: argparse.Namespace) -> int:
         return EXIT_UNREADABLE
     c = cap.counts()
     print(cap.summary(), file=sys.stderr)
+    n = len(cap.calls)
     print(
-        f"roi-lab capture: wrote {args.output} ({len(cap.calls)} calls; {c['error']} error, {c['warning']} warning "
-        f"findings); details: roi-lab diagnose {args.output}",
+        f"roi-lab capture: wrote {args.output} ({n} call{'s' if n != 1 else ''}; {c['error']} error, "
+        f"{c['warning']} warning findings); details: roi-lab diagnose {args.output}",
         file=sys.stderr,
     )
     return status

@@ -58,8 +58,8 @@ def pytest_runtest_call(item: pytest.Item):
     try:
         assert_capture_ok(entry[0], fail_on=entry[1])
     except AssertionError as exc:
-        exc.__traceback__ = None  # the message is the report; no frames of this plugin
+        failed = pytest.fail.Exception(str(exc), pytrace=False)  # the findings are the report: no traceback
         if hasattr(outcome, "force_exception"):
-            outcome.force_exception(exc)
+            outcome.force_exception(failed)
         else:  # pluggy < 1.1
-            raise
+            raise failed from None

@@ -343,7 +343,7 @@ def _reason(exc: Exception) -> str:
     lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(exc).splitlines()]
     lines = [line for line in lines if line]
     for line in lines:
-        if "Unsupported" in line or "WeightsUnpickler error" in line:
+        if "nsupported" in line or "WeightsUnpickler error" in line or "blocked" in line:
             return line[:200]
     return (lines[0] if lines else "")[:200]
 

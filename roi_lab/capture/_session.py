@@ -249,7 +249,8 @@ class Capture:
             lines.append(f"#{call.index} {call.op} in {call.where}")
             lines.append(f"    {call.describe()}")
             if call.error:
-                lines.append(f"    raised {call.error}")
+                code = call.explanation["code"] if call.explanation else None
+                lines.append(f"    raised {call.error}" + (f" (explained: {code})" if code else ""))
             if not call.findings:
                 lines.append("    ok: nothing looks wrong")
             for f in call.findings:
@@ -290,7 +291,7 @@ class Capture:
     def __repr__(self) -> str:
         c = self.counts() if self._state != "active" else None
         return (
-            f"Capture({len(self.calls)} calls, {self._state}"
+            f"Capture({len(self.calls)} call{'s' if len(self.calls) != 1 else ''}, {self._state}"
             + (f", {c['error']} errors, {c['warning']} warnings" if c else "")
             + ")"
         )
