@@ -393,3 +393,16 @@ def test_empty_capture_says_so():
     with capture() as cap:
         pass
     assert "no ROI pooling call was recorded" in cap.summary() and isinstance(cap, Capture)
+
+
+def test_torch_compile_fullgraph_works_inside_a_capture():
+    def pooled(x, rois):
+        return torchvision.ops.roi_align(x, rois, 7, 1 / 16) * 2
+
+    compiled = torch.compile(pooled, backend="eager", fullgraph=True)  # a graph break would raise
+    with capture() as cap:
+        got = compiled(FEATURES, ROIS)
+    torch.testing.assert_close(got, pooled(FEATURES, ROIS), rtol=0, atol=1e-6)
+    # traced as if no capture were active; the eager backend still calls the op through Python
+    assert [c.op for c in cap.calls] == ["torch.ops.torchvision.roi_align"]
+    torch._dynamo.reset()

@@ -21,9 +21,10 @@ Scope:
     Calls in the ``with`` block's thread (and contexts copied from it) are recorded; other threads are not,
     unless they open their own capture. Nested captures each record what runs inside them. Everything is
     restored when the last capture ends, also when the model raises. Not seen: TorchScript'ed models (the
-    interpreter bypasses Python), regions compiled by ``torch.compile``, and aliases of the roi_lab ops taken
-    before the capture (``from roi_lab import roi_align as ra``; torchvision's ops are still seen through the
-    mode).
+    interpreter bypasses Python), and aliases of the roi_lab ops taken before the capture (``from roi_lab
+    import roi_align as ra``; torchvision's ops are still seen through the mode). ``torch.compile`` traces
+    as if no capture were active (no graph breaks); a compiled region's pooling is recorded only where the
+    compiled code still calls the torchvision op through Python (as the ``eager`` backend does), at op level.
 
 Example:
     >>> import torch, torchvision, roi_lab

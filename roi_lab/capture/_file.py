@@ -45,54 +45,15 @@ def _fail(path: Path, got: str, fix: str = "") -> CaptureFileError:
 # --------------------------------------------------------------------------------------------- writing
 
 
-def _tuple(x: Any) -> list[int] | None:
-    return None if x is None else [int(v) for v in x]
+# to_dict()'s keys that are derived from others (not stored), and the tensors it leaves out (stored)
+_DERIVED = ("num_boxes", "boxes_shape", "level_counts", "features_kept", "tensor_kept")
 
 
-def _call_state(call: CapturedCall) -> dict[str, Any]:
-    return {
-        "index": call.index,
-        "op": call.op,
-        "where": call.where,
-        "feature_shape": _tuple(call.feature_shape),
-        "feature_dtype": call.feature_dtype,
-        "device": call.device,
-        "boxes": call.boxes,
-        "box_format": call.box_format,
-        "output_size": _tuple(call.output_size),
-        "spatial_scale": call.spatial_scale,
-        "sampling_ratio": call.sampling_ratio,
-        "aligned": call.aligned,
-        "image_size": _tuple(call.image_size),
-        "image_size_source": call.image_size_source,
-        "image_sizes": [_tuple(s) for s in call.image_sizes] if call.image_sizes is not None else None,
-        "scales": call.scales,
-        "level_names": call.level_names,
-        "level_shapes": [_tuple(s) for s in call.level_shapes] if call.level_shapes is not None else None,
-        "levels": call.levels,
-        "box_indices": call.box_indices,
-        "extra": {str(k): v for k, v in call.extra.items()},
-        "error": call.error,
-        "explanation": call.explanation,
-        "features": call.features,
-        "dropped": call.dropped,
-        "images": call.images,
-        "findings": [f.to_dict() for f in call.findings],
-    }
-
-
-def _images_state(img: CapturedImages) -> dict[str, Any]:
-    return {
-        "index": img.index,
-        "where": img.where,
-        "image_size": _tuple(img.image_size),
-        "image_sizes": [_tuple(s) for s in img.image_sizes],
-        "original_sizes": [_tuple(s) for s in img.original_sizes],
-        "mean": img.mean,
-        "std": img.std,
-        "tensor": img.tensor,
-        "dropped": img.dropped,
-    }
+def _state(record: CapturedCall | CapturedImages, tensors: tuple[str, ...]) -> dict[str, Any]:
+    """A record as stored: its ``to_dict()`` (plain data) without the derived keys, plus its tensors."""
+    data = {k: v for k, v in record.to_dict().items() if k not in _DERIVED}
+    data.update({name: getattr(record, name) for name in tensors})
+    return data
 
 
 def _plain(x: Any) -> Any:
@@ -127,13 +88,13 @@ def save_capture(cap: Any, path: Path) -> Path:
         "roi_lab": roi_lab.__version__,
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
-        "image_size": _tuple(cap.image_size),
+        "image_size": list(cap.image_size) if cap.image_size is not None else None,
         "keep_features": cap.keep_features,
         "max_bytes": cap.max_bytes,
         "bytes_kept": cap.bytes_kept,
         "dropped": list(cap.dropped),
-        "images": [_images_state(i) for i in cap.images],
-        "calls": [_call_state(c) for c in cap.calls],
+        "images": [_state(i, ("tensor",)) for i in cap.images],
+        "calls": [_state(c, ("boxes", "levels", "box_indices", "features")) for c in cap.calls],
     }
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:

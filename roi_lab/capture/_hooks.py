@@ -242,23 +242,51 @@ class Spec:
     finish: Callable[[RawCall, dict[str, Any], Any], None] | None = None
 
 
-def _single(op: str, feat_key: str, boxes_key: str) -> Callable[[dict[str, Any]], RawCall]:
+def _one_map(
+    op: str,
+    features: Any,
+    boxes: Any,
+    output_size: Any,
+    spatial_scale: Any,
+    sampling_ratio: int | None = None,
+    aligned: bool | None = None,
+    extra: dict[str, Any] | None = None,
+) -> RawCall:
+    """A call that pools one map: the boxes copied, the caller found, the parameters normalised."""
+    copy, form = copy_boxes(boxes)
+    return RawCall(
+        op,
+        caller(),
+        features=features,
+        boxes=copy,
+        box_format=form,
+        output_size=_pair(output_size),
+        spatial_scale=_float(spatial_scale),
+        sampling_ratio=sampling_ratio,
+        aligned=aligned,
+        extra=extra or {},
+    )
+
+
+def _given(a: dict[str, Any], key: str, cast: Callable[[Any], Any]) -> Any:
+    return cast(a[key]) if key in a else None
+
+
+def _single(op: str) -> Callable[[dict[str, Any]], RawCall]:
     """Functions ``op(input, boxes, output_size, spatial_scale, [sampling_ratio], [aligned], ...)``."""
 
     def describe(a: dict[str, Any]) -> RawCall:
-        boxes, form = copy_boxes(a.get(boxes_key))
         extra = {k: _primitive(a[k]) for k in ("mode",) if k in a}
-        return RawCall(
+        sampling, aligned = _given(a, "sampling_ratio", _int), _given(a, "aligned", _bool)
+        return _one_map(
             op,
-            caller(),
-            features=a.get(feat_key),
-            boxes=boxes,
-            box_format=form,
-            output_size=_pair(a.get("output_size")),
-            spatial_scale=_float(a.get("spatial_scale", 1.0)),
-            sampling_ratio=_int(a["sampling_ratio"]) if "sampling_ratio" in a else None,
-            aligned=_bool(a["aligned"]) if "aligned" in a else None,
-            extra=extra,
+            a.get("input"),
+            a.get("boxes"),
+            a.get("output_size"),
+            a.get("spatial_scale", 1.0),
+            sampling,
+            aligned,
+            extra,
         )
 
     return describe
@@ -268,18 +296,9 @@ def _op_level(op: str) -> Callable[[dict[str, Any]], RawCall]:
     """``torch.ops.torchvision.<op>(input, rois, spatial_scale, pooled_height, pooled_width, ...)``."""
 
     def describe(a: dict[str, Any]) -> RawCall:
-        boxes, form = copy_boxes(a.get("rois"))
-        return RawCall(
-            op,
-            caller(),
-            features=a.get("input"),
-            boxes=boxes,
-            box_format=form,
-            output_size=_pair((a.get("pooled_height"), a.get("pooled_width"))),
-            spatial_scale=_float(a.get("spatial_scale")),
-            sampling_ratio=_int(a["sampling_ratio"]) if "sampling_ratio" in a else None,
-            aligned=_bool(a["aligned"]) if "aligned" in a else None,
-        )
+        size = (a.get("pooled_height"), a.get("pooled_width"))
+        sampling, aligned = _given(a, "sampling_ratio", _int), _given(a, "aligned", _bool)
+        return _one_map(op, a.get("input"), a.get("rois"), size, a.get("spatial_scale"), sampling, aligned)
 
     return describe
 
@@ -289,22 +308,19 @@ def _module(op: str, *, pool_mode: bool = False) -> Callable[[dict[str, Any]], R
 
     def describe(a: dict[str, Any]) -> RawCall:
         m = a["self"]
-        boxes, form = copy_boxes(a.get("rois"))
         extra = {}
         if pool_mode:
-            extra = {"pool_mode": _primitive(getattr(m, "pool_mode", None))}
-            extra["use_torchvision"] = _primitive(getattr(m, "use_torchvision", None))
-        return RawCall(
+            extra = {k: _primitive(getattr(m, k, None)) for k in ("pool_mode", "use_torchvision")}
+        sampling = _int(m.sampling_ratio) if hasattr(m, "sampling_ratio") else None
+        return _one_map(
             op,
-            caller(),
-            features=a.get("input"),
-            boxes=boxes,
-            box_format=form,
-            output_size=_pair(getattr(m, "output_size", None)),
-            spatial_scale=_float(getattr(m, "spatial_scale", None)),
-            sampling_ratio=_int(getattr(m, "sampling_ratio", None)) if hasattr(m, "sampling_ratio") else None,
-            aligned=_bool(getattr(m, "aligned", None)),
-            extra=extra,
+            a.get("input"),
+            a.get("rois"),
+            getattr(m, "output_size", None),
+            getattr(m, "spatial_scale", None),
+            sampling,
+            _bool(getattr(m, "aligned", None)),
+            extra,
         )
 
     return describe
@@ -364,7 +380,7 @@ def _levels_from(boxes: Any, k_min: int, k_max: int, convention: str, scale: flo
     flat = torch.cat([b.reshape(-1, 4) for b in boxes]) if boxes else torch.zeros(0, 4)
     return (
         assign_fpn_levels(
-            flat.float(), k_min=k_min, k_max=k_max, convention=convention, canonical_scale=scale, canonical_level=level
+            flat, k_min=k_min, k_max=k_max, convention=convention, canonical_scale=scale, canonical_level=level
         )
         - k_min
     )
@@ -446,6 +462,8 @@ def _deliver(raw: RawCall | RawImages, captures: tuple[Any, ...]) -> None:
 
 def _call(spec: Spec, original: Callable[..., Any], names: list[str], args: tuple, kwargs: dict[str, Any]) -> Any:
     """Run ``original(*args, **kwargs)``; record it for the active captures first when one is active."""
+    if torch.compiler.is_compiling():  # torch.compile traces through: compiled regions are not recorded
+        return original(*args, **kwargs)
     captures = ACTIVE.get()
     if not captures or _IN_FLIGHT.get():
         return original(*args, **kwargs)
@@ -475,6 +493,8 @@ def _call(spec: Spec, original: Callable[..., Any], names: list[str], args: tupl
 
 def _transform_call(spec: Spec, original: Callable[..., Any], names: list[str], args: tuple, kwargs: dict) -> Any:
     result = original(*args, **kwargs)
+    if torch.compiler.is_compiling():
+        return result
     captures = ACTIVE.get()
     if captures:
         try:
@@ -560,6 +580,8 @@ class _OpMode(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if torch.compiler.is_compiling():
+            return func(*args, **kwargs)
         try:
             entry = _OP_SPECS.get(func)
         except TypeError:  # an unhashable callable
@@ -608,17 +630,17 @@ def _targets() -> tuple[list[tuple[Callable, Spec]], list[tuple[type, Spec, Call
     rl_align, rl_crop, rl_fpn = (mod(f"roi_lab.ops.{m}") for m in ("roi_align", "crop_and_resize", "fpn"))
 
     functions = [
-        (tv_align.roi_align, Spec("torchvision.ops.roi_align", _single("torchvision.ops.roi_align", "input", "boxes"))),
-        (tv_pool.roi_pool, Spec("torchvision.ops.roi_pool", _single("torchvision.ops.roi_pool", "input", "boxes"))),
+        (tv_align.roi_align, Spec("torchvision.ops.roi_align", _single("torchvision.ops.roi_align"))),
+        (tv_pool.roi_pool, Spec("torchvision.ops.roi_pool", _single("torchvision.ops.roi_pool"))),
         (
             tv_ps_align.ps_roi_align,
-            Spec("torchvision.ops.ps_roi_align", _single("torchvision.ops.ps_roi_align", "input", "boxes")),
+            Spec("torchvision.ops.ps_roi_align", _single("torchvision.ops.ps_roi_align")),
         ),
         (
             tv_ps_pool.ps_roi_pool,
-            Spec("torchvision.ops.ps_roi_pool", _single("torchvision.ops.ps_roi_pool", "input", "boxes")),
+            Spec("torchvision.ops.ps_roi_pool", _single("torchvision.ops.ps_roi_pool")),
         ),
-        (rl_align.roi_align, Spec("roi_lab.roi_align", _single("roi_lab.roi_align", "input", "boxes"))),
+        (rl_align.roi_align, Spec("roi_lab.roi_align", _single("roi_lab.roi_align"))),
         (rl_crop.crop_and_resize, Spec("roi_lab.crop_and_resize", _crop_and_resize)),
     ]
     classes = [
@@ -670,6 +692,21 @@ def _skip_dirs() -> list[str]:
     return dirs
 
 
+def _bindings(table: dict[int, tuple[Any, Any]]) -> list[tuple[Any, str, Any, Any]]:
+    """(module, name, value, table[id(value)][1]) for every module global named in _FUNCTION_NAMES whose value is
+    a key object of ``table`` ({id(obj): (obj, replacement)})."""
+    found = []
+    for module in list(sys.modules.values()):
+        namespace = getattr(module, "__dict__", None)
+        if not isinstance(namespace, dict):
+            continue
+        for name in _FUNCTION_NAMES:
+            value = namespace.get(name)
+            if value is not None and id(value) in table and table[id(value)][0] is value:
+                found.append((module, name, value, table[id(value)][1]))
+    return found
+
+
 class _Installation:
     """The process-wide patches, shared by every active capture (reference counted under a lock)."""
 
@@ -707,14 +744,8 @@ class _Installation:
         functions, classes = _targets()
         _SKIP_DIRS[:] = _skip_dirs()
         by_original = {id(fn): (fn, forwarder(fn, spec)) for fn, spec in functions}
-        for module in list(sys.modules.values()):
-            namespace = getattr(module, "__dict__", None)
-            if not isinstance(namespace, dict):
-                continue
-            for name in _FUNCTION_NAMES:
-                value = namespace.get(name)
-                if value is not None and id(value) in by_original and by_original[id(value)][0] is value:
-                    self._set(module, name, value, by_original[id(value)][1])
+        for module, name, original, wrapper in _bindings(by_original):
+            self._set(module, name, original, wrapper)
         for cls, spec, call in classes:
             original = cls.__dict__.get("forward") or cls.forward
             self._set(cls, "forward", original, forwarder(original, spec, call))
@@ -738,14 +769,8 @@ class _Installation:
                 delattr(owner, name)
         # wrappers that modules imported during the capture picked up (`from torchvision.ops import roi_align`)
         if self.wrappers:
-            for module in list(sys.modules.values()):
-                namespace = getattr(module, "__dict__", None)
-                if not isinstance(namespace, dict):
-                    continue
-                for name in _FUNCTION_NAMES:
-                    value = namespace.get(name)
-                    if value is not None and id(value) in self.wrappers and self.wrappers[id(value)][0] is value:
-                        setattr(module, name, self.wrappers[id(value)][1])
+            for module, name, _, original in _bindings(self.wrappers):
+                setattr(module, name, original)
         self.patched.clear()
         self.wrappers.clear()
 

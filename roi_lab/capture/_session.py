@@ -243,7 +243,7 @@ class Capture:
         if not self.calls:
             lines.append(
                 "  no ROI pooling call was recorded: was the model run inside the with-block? TorchScript "
-                "models and torch.compile'd regions are not seen."
+                "models are not seen, torch.compile'd regions only in part."
             )
         for call in self.calls:
             lines.append(f"#{call.index} {call.op} in {call.where}")
