@@ -238,7 +238,7 @@ class Spec:
     """How to read one op's arguments (``describe``) and, after it ran, its results (``finish``)."""
 
     op: str
-    describe: Callable[[dict[str, Any]], RawCall]
+    describe: Callable[[dict[str, Any]], RawCall] | None
     finish: Callable[[RawCall, dict[str, Any], Any], None] | None = None
 
 
@@ -443,10 +443,6 @@ def _finish_detectron2_pooler(raw: RawCall, a: dict[str, Any], result: Any) -> N
         raw.levels = assign(a["box_lists"], *args).to("cpu", torch.int64)  # detectron2's own assignment
     else:
         raw.levels = _levels_from(boxes, m.min_level, m.max_level, "detectron2", *args[2:])
-
-
-def _describe_transform(a: dict[str, Any]) -> RawCall:
-    return RawCall("GeneralizedRCNNTransform", caller())  # the images are read in _finish_transform
 
 
 # --------------------------------------------------------------------------------------------- calling
@@ -662,7 +658,7 @@ def _targets() -> tuple[list[tuple[Callable, Spec]], list[tuple[type, Spec, Call
         ),
         (
             tv_transform.GeneralizedRCNNTransform,
-            Spec("GeneralizedRCNNTransform", _describe_transform),
+            Spec("GeneralizedRCNNTransform", describe=None),  # _transform_call reads its output instead
             _transform_call,
         ),
     ]
