@@ -154,6 +154,8 @@ def test_only_the_needed_layers_run(backbones):
     finally:
         for h in hooks:
             h.remove()
+    # exact by construction: the same layers on the same input tensor in one process (CPU conv kernels
+    # are run-to-run deterministic for a fixed shape and thread count)
     torch.testing.assert_close(c4["C4"], bb.features(img)["C4"], rtol=0, atol=0)
 
 
@@ -223,6 +225,7 @@ def test_checkpoint_wrapped_in_state_dict_key_or_dataparallel_prefix(tmp_path, b
         path = tmp_path / f"w{i}.pth"
         torch.save(wrapped, path)
         got = load_backbone("resnet18", weights=path, device="cpu").features(img, "C4")["C4"]
+        # exact by construction: the same weights, bit for bit, run on the same input in one process
         torch.testing.assert_close(got, expected, rtol=0, atol=0)
 
 
@@ -346,7 +349,8 @@ def test_auto_falls_back_to_random_without_network(tmp_path, monkeypatch, backbo
         f"random init (seed 0): ImageNet weights not found in {tmp_path}/checkpoints/{filename}; "
         "features show geometry, not semantics"
     )
-    # the fallback is the same fixed-seed model as weights="none"
+    # the fallback is the same fixed-seed model as weights="none": identical weights on the same input
+    # in one process, so exact by construction
     img = _image(64, 64)
     torch.testing.assert_close(bb.features(img, "C3")["C3"], backbones("resnet18").features(img, "C3")["C3"],
                                rtol=0, atol=0)
@@ -466,6 +470,7 @@ def test_random_init_is_deterministic_and_keeps_the_global_rng():
     b = torch.rand(3)
     torch.testing.assert_close(a, b, rtol=0, atol=0)
     bb2 = load_backbone("resnet18", weights=None, device="cpu")
+    # exact by construction: the same seeded initialisation, no arithmetic compared
     for (k, v1), v2 in zip(bb1.model.state_dict().items(), bb2.model.state_dict().values(), strict=True):
         torch.testing.assert_close(v1, v2, rtol=0, atol=0, msg=k)
     assert bb1.weights_source == "random init (seed 0): weights='none' requested; features show geometry, not semantics"
@@ -519,6 +524,7 @@ def test_float16_overflow_switches_to_float32(backbones):
     assert bb.dtype == torch.float32 and bb.precision_note.startswith("float16 overflowed")
     assert next(shared.model.parameters()).dtype == torch.float32  # restored for the other tests too
     assert torch.isfinite(got).all()
+    # exact by construction: the fallback reruns the same float32 weights on the same input
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
 
 

@@ -414,6 +414,8 @@ def test_non_divisible_stride():
     div = variants_of("divisible")
     same, correct = div[K.NON_DIVISIBLE_STRIDE], div[K.CORRECT]
     assert same.op_kwargs == correct.op_kwargs
+    # exact by construction: both variants run the same elementwise code on the same inputs
+    # (25 / 400 and 32 / 512 are both exactly 1 / 16), so every field is bit-identical
     for name in ("boxes_feature", "region_image", "points_feature", "outside_fraction", "iou"):
         assert torch.equal(getattr(same, name), getattr(correct, name)), name
     assert "identical to CORRECT" in same.description
@@ -480,10 +482,23 @@ def test_apply_to_image_shows_zero_off_image():
     assert (v[K.PIXELS_AS_NORMALIZED].apply_to_image(image, 3) == 0).all()
 
 
+def assert_batched_crop_matches(v, crop, expected, source):
+    """A crop from a batched call against the per-variant call. crop_and_resize is a gather plus
+    elementwise lerps per output, so it is bit-identical by construction whatever else is in the call;
+    roi_align's matmul buckets depend on the other boxes, so it agrees to the documented batch-invariance
+    bound, 4 * eps * max|source| (tests/ops/test_batch_invariance.py)."""
+    assert crop.shape == expected.shape, v.kind.value
+    if v.op == "crop_and_resize":
+        assert torch.equal(crop, expected), v.kind.value
+    else:
+        bound = 4 * torch.finfo(source.dtype).eps * float(source.abs().max())
+        torch.testing.assert_close(crop, expected, rtol=0, atol=bound, msg=v.kind.value)
+
+
 @pytest.mark.parametrize("aligned", [True, False])
 @pytest.mark.parametrize("output_size", [None, 56, (5, 9)])
 def test_crop_image_for_variants_equals_apply_to_image_per_variant(aligned, output_size):
-    """One batched roi_align call gives bit-for-bit the crops of one call per variant (crop_and_resize too)."""
+    """One batched call per op gives the crops of one call per variant (see assert_batched_crop_matches)."""
     g = torch.Generator().manual_seed(0)
     image = torch.rand(1, 3, 300, 400, generator=g)
     boxes = torch.tensor([[10.0, 20.0, 200.0, 150.5], [250.0, 30.0, 390.0, 280.0], [0.0, 0.0, 400.0, 300.0]])
@@ -493,9 +508,7 @@ def test_crop_image_for_variants_equals_apply_to_image_per_variant(aligned, outp
     got = crop_image_for_variants(vs, image, output_size)
     assert len(got) == len(vs)
     for v, crop in zip(vs, got, strict=True):
-        expected = v.apply_to_image(image, output_size)
-        assert crop.shape == expected.shape, v.kind.value
-        assert torch.equal(crop, expected), v.kind.value
+        assert_batched_crop_matches(v, crop, v.apply_to_image(image, output_size), image)
 
 
 def test_crop_image_for_variants_keeps_each_variants_own_size():
@@ -508,14 +521,14 @@ def test_crop_image_for_variants_keeps_each_variants_own_size():
     got = crop_image_for_variants(mixed, image)
     assert [tuple(c.shape[-2:]) for c in got] == [(3, 3), (6, 6), (3, 3), (6, 6)]
     for v, crop in zip(mixed, got, strict=True):
-        assert torch.equal(crop, v.apply_to_image(image))
+        assert_batched_crop_matches(v, crop, v.apply_to_image(image), image)
 
 
 @pytest.mark.parametrize("aligned", [True, False])
 @pytest.mark.parametrize("sampling_ratio", [2, 0])
 @pytest.mark.parametrize("output_size", [None, (3, 5)])
 def test_crop_features_for_variants_equals_apply_per_variant(aligned, sampling_ratio, output_size):
-    """Variants batched by op and settings give bit-for-bit the crops of one call per variant."""
+    """Variants batched by op and settings give the crops of one call per variant (see assert_batched_crop_matches)."""
     g = torch.Generator().manual_seed(1)
     features = torch.randn(1, 8, 19, 25, generator=g)
     boxes = torch.tensor([[10.0, 20.0, 200.0, 150.5], [250.0, 30.0, 390.0, 280.0], [0.0, 0.0, 400.0, 300.0]])
@@ -526,9 +539,7 @@ def test_crop_features_for_variants_equals_apply_per_variant(aligned, sampling_r
     got = crop_features_for_variants(vs, features, output_size)
     assert len(got) == len(vs)
     for v, crop in zip(vs, got, strict=True):
-        expected = v.apply(features, output_size)
-        assert crop.shape == expected.shape, v.kind.value
-        assert torch.equal(crop, expected), v.kind.value
+        assert_batched_crop_matches(v, crop, v.apply(features, output_size), features)
 
 
 def test_batched_crops_raise_like_the_op_for_a_refused_input():

@@ -84,10 +84,20 @@ def test_synthetic_labels_and_json_format():
     assert doc["boxes"][7][2:] == [600, 450]  # touches the far corner
 
 
+def assert_same_scene(generated: np.ndarray, committed: np.ndarray) -> None:
+    """The generator against the committed PNG. The shapes are integer drawing (exact everywhere); the
+    background texture goes through cv2.resize(INTER_CUBIC) in float32, whose SIMD path (FMA or not)
+    depends on the CPU, and a value within an ulp of .5 can then round the other way. So: at most one
+    gray level apart, on at most 0.1% of the pixels."""
+    assert generated.shape == committed.shape and generated.dtype == committed.dtype == np.uint8
+    diff = np.abs(generated.astype(np.int16) - committed.astype(np.int16))
+    assert diff.max() <= 1 and np.count_nonzero(diff) <= generated.size // 1000
+
+
 def test_committed_scene_equals_the_generator():
     image, boxes_image, labels = make_synthetic_scene()
     committed, sample = load_sample("synthetic")
-    np.testing.assert_array_equal(image, committed)
+    assert_same_scene(image, committed)
     assert boxes_image.tolist() == sample.boxes_image.tolist()
     assert labels == sample.labels
 
@@ -98,8 +108,8 @@ def test_generator_script_writes_the_same_files(tmp_path):
     assert (tmp_path / "synthetic_scene.json").read_text() == (DATA / "synthetic_scene.json").read_text()
     from roi_lab.image import decode_image
 
-    np.testing.assert_array_equal(decode_image((tmp_path / "synthetic_scene.png").read_bytes()),
-                                  decode_image((DATA / "synthetic_scene.png").read_bytes()))
+    assert_same_scene(decode_image((tmp_path / "synthetic_scene.png").read_bytes()),
+                      decode_image((DATA / "synthetic_scene.png").read_bytes()))
 
 
 def test_synthetic_is_available_without_files(tmp_path, monkeypatch):
