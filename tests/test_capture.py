@@ -406,3 +406,16 @@ def test_torch_compile_fullgraph_works_inside_a_capture():
     # traced as if no capture were active; the eager backend still calls the op through Python
     assert [c.op for c in cap.calls] == ["torch.ops.torchvision.roi_align"]
     torch._dynamo.reset()
+
+
+@pytest.mark.cuda
+def test_cuda_calls_record_the_device_and_copy_the_boxes_to_cpu():
+    features, rois = FEATURES.cuda(), ROIS.cuda()
+    expected = torchvision.ops.roi_align(features, rois, 7, 1 / 16)
+    with capture(image_size=IMAGE, keep_features=True) as cap:
+        got = torchvision.ops.roi_align(features, rois, 7, 1 / 16)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+    [call] = cap.calls
+    assert call.device == "cuda:0" and call.boxes.device.type == "cpu" and torch.equal(call.boxes, ROIS)
+    assert call.features.device.type == "cpu" and torch.equal(call.features, FEATURES)
+    assert call.findings == []

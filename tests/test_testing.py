@@ -119,7 +119,7 @@ def test_warnings_too(roi_capture):
 
 
 def test_roi_capture_fixture(pytester):
-    pytester.makepyfile(test_models=TESTS)
+    pytester.makepyfile(test_user_models=TESTS)
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(passed=2, failed=3)
     text = result.stdout.str()
@@ -127,7 +127,7 @@ def test_roi_capture_fixture(pytester):
         [
             "*_ test_image_space_boxes _*",
             "roi_lab capture: 1 error finding in 1 of 1 ROI pooling calls:",
-            "#0 torchvision.ops.roi_align in test_models.test_image_space_boxes (test_models.py:20)",
+            "#0 torchvision.ops.roi_align in test_user_models.test_image_space_boxes (test_user_models.py:20)",
             "  ERROR IMAGE_SPACE_BOXES: The boxes are in image pixels but spatial_scale is 1*",
             "    fix: roi_align(features, rois, output_size, spatial_scale=1 / 16)*",
             "*_ test_own_failure_wins _*",
@@ -143,7 +143,7 @@ def test_roi_capture_fixture(pytester):
 
 def test_assert_rois_ok_in_a_users_test(pytester):
     pytester.makepyfile(
-        test_boxes="""
+        test_user_boxes="""
         import torch
         from roi_lab.testing import assert_rois_ok
 
@@ -164,7 +164,7 @@ def test_the_plugin_is_installed_cheap_and_inert(pytester):
     # A fresh pytest process: the plugin comes from the pytest11 entry point (no -p), a test that does not use the
     # fixture runs without torch or roi_lab imported, and the fixture works.
     pytester.makepyfile(
-        test_plugin="""
+        test_user_plugin="""
         import sys
 
         def test_first_no_torch():
