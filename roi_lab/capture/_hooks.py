@@ -592,6 +592,7 @@ class _OpMode(TorchFunctionMode):
 
 
 _FUNCTION_NAMES = ("roi_align", "roi_pool", "ps_roi_align", "ps_roi_pool", "crop_and_resize")
+_NAME_SET = frozenset(_FUNCTION_NAMES)
 _warned: set[str] = set()
 
 
@@ -688,6 +689,18 @@ def _skip_dirs() -> list[str]:
     return dirs
 
 
+_WRAPPERS: dict[tuple[int, str], tuple[Any, Any]] = {}  # (id(original), op) -> (original, wrapper), per process
+
+
+def _wrapper(original: Callable[..., Any], spec: Spec, call: Callable[..., Any] = _call) -> Callable[..., Any]:
+    """:func:`forwarder`, generated once per original and op (compiling it is most of a capture's set-up)."""
+    key = (id(original), spec.op)
+    cached = _WRAPPERS.get(key)
+    if cached is None or cached[0] is not original:
+        cached = _WRAPPERS[key] = (original, forwarder(original, spec, call))
+    return cached[1]
+
+
 def _bindings(table: dict[int, tuple[Any, Any]]) -> list[tuple[Any, str, Any, Any]]:
     """(module, name, value, table[id(value)][1]) for every module global named in _FUNCTION_NAMES whose value is
     a key object of ``table`` ({id(obj): (obj, replacement)})."""
@@ -696,9 +709,9 @@ def _bindings(table: dict[int, tuple[Any, Any]]) -> list[tuple[Any, str, Any, An
         namespace = getattr(module, "__dict__", None)
         if not isinstance(namespace, dict):
             continue
-        for name in _FUNCTION_NAMES:
-            value = namespace.get(name)
-            if value is not None and id(value) in table and table[id(value)][0] is value:
+        for name in namespace.keys() & _NAME_SET:  # a C-level set intersection: most modules have none
+            value = namespace[name]
+            if id(value) in table and table[id(value)][0] is value:
                 found.append((module, name, value, table[id(value)][1]))
     return found
 
@@ -739,12 +752,12 @@ class _Installation:
 
         functions, classes = _targets()
         _SKIP_DIRS[:] = _skip_dirs()
-        by_original = {id(fn): (fn, forwarder(fn, spec)) for fn, spec in functions}
+        by_original = {id(fn): (fn, _wrapper(fn, spec)) for fn, spec in functions}
         for module, name, original, wrapper in _bindings(by_original):
             self._set(module, name, original, wrapper)
         for cls, spec, call in classes:
             original = cls.__dict__.get("forward") or cls.forward
-            self._set(cls, "forward", original, forwarder(original, spec, call))
+            self._set(cls, "forward", original, _wrapper(original, spec, call))
         tv = torch.ops.torchvision
         for op in ("roi_align", "roi_pool", "ps_roi_align", "ps_roi_pool"):
             if not hasattr(tv, op):
