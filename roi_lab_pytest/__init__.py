@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import pytest
 
-_KEY = pytest.StashKey[tuple]()
 _MARKER = "roi_capture"
+_ATTR = "_roi_lab_capture"  # on the test item: (Capture, fail_on) while the fixture is active
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -42,15 +42,20 @@ def roi_capture(request: pytest.FixtureRequest):
     for mark in reversed(list(request.node.iter_markers(_MARKER))):  # the closest marker wins
         options.update(mark.kwargs)
     fail_on = options.pop("fail_on", "error")
+    if fail_on not in ("error", "warning"):
+        raise ValueError(f'@pytest.mark.roi_capture(fail_on=...) expects "error" or "warning"; got {fail_on!r}')
     with capture(**options) as cap:
-        request.node.stash[_KEY] = (cap, fail_on)
-        yield cap
+        setattr(request.node, _ATTR, (cap, fail_on))
+        try:
+            yield cap
+        finally:
+            delattr(request.node, _ATTR)
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_call(item: pytest.Item):
     outcome = yield
-    entry = item.stash.get(_KEY, None)
+    entry = getattr(item, _ATTR, None)
     if entry is None or outcome.excinfo is not None:
         return  # no roi_capture in this test, or it failed already
     from roi_lab.testing import assert_capture_ok

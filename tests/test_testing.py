@@ -115,13 +115,18 @@ def test_own_failure_wins(roi_capture):
 @pytest.mark.roi_capture(image_size=(800, 1024), fail_on="warning")
 def test_warnings_too(roi_capture):
     torchvision.ops.roi_align(MAP, torch.tensor([[0.0, 10, 10, 10, 40]]), 7, spatial_scale=1 / 16)
+
+
+@pytest.mark.roi_capture(fail_on="never")
+def test_bad_marker(roi_capture):
+    pass
 """
 
 
 def test_roi_capture_fixture(pytester):
     pytester.makepyfile(test_user_models=TESTS)
     result = pytester.runpytest("-p", "no:cacheprovider")
-    result.assert_outcomes(passed=2, failed=3)
+    result.assert_outcomes(passed=2, failed=3, errors=1)
     text = result.stdout.str()
     result.stdout.fnmatch_lines(
         [
@@ -138,7 +143,13 @@ def test_roi_capture_fixture(pytester):
         ]
     )
     assert "_execution.py" not in text  # the findings are the report, without pluggy's frames
-    assert "ERROR at teardown" not in text and "error" not in result.parseoutcomes()
+    assert "ERROR at teardown" not in text
+    result.stdout.fnmatch_lines(
+        [
+            "*_ ERROR at setup of test_bad_marker _*",
+            '*ValueError: @pytest.mark.roi_capture(fail_on=...) expects "error" or "warning"; got \'never\'',
+        ]
+    )
 
 
 def test_assert_rois_ok_in_a_users_test(pytester):
