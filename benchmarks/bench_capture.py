@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 import torchvision
+from torch.overrides import TorchFunctionMode
 
 import roi_lab
 from roi_lab.samples import load_sample
@@ -124,9 +125,44 @@ def bench_calls(runs: int) -> list[dict]:
     rois = torch.cat([torch.randint(0, 2, (512, 1), generator=g).float(), xy, xy + wh], 1)
     return [
         _call_case("roi_align, 512 boxes on 2 x 256 x 100 x 152, 7 x 7", features, rois, 1 / 8, runs),
-        _call_case("roi_align, 1 box on 1 x 1 x 8 x 8 (the fixed cost)", torch.randn(1, 1, 8, 8),
-                   torch.tensor([[0.0, 1, 1, 60, 60]]), 1 / 8, 20 * runs),
-    ]  # fmt: skip
+        _call_case(
+            "roi_align, 1 box on 1 x 1 x 8 x 8 (the fixed cost)",
+            torch.randn(1, 1, 8, 8),
+            torch.tensor([[0.0, 1, 1, 60, 60]]),
+            1 / 8,
+            20 * runs,
+        ),
+    ]
+
+
+class _Count(TorchFunctionMode):
+    """Counts the torch function calls a TorchFunctionMode sees (what the capture's mode is called for)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.n = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.n += 1
+        return func(*args, **(kwargs or {}))
+
+
+def bench_mode(model: torch.nn.Module, images: list[torch.Tensor], runs: int) -> dict:
+    """The mode's share: torch calls per forward, and the cost of one (a 1-element add, with and without)."""
+    with torch.no_grad(), _Count() as count:
+        model(images)
+    a, b = torch.ones(1), torch.ones(1)
+    plain, captured = [], []
+    for _ in range(runs):
+        plain.append(_timed(lambda: [torch.add(a, b) for _ in range(1000)]))
+        with roi_lab.capture():
+            captured.append(_timed(lambda: [torch.add(a, b) for _ in range(1000)]))
+    per_call_us = statistics.median(captured) - statistics.median(plain)  # ms per 1000 calls = us per call
+    return {
+        "torch_calls_per_forward": count.n,
+        "us_per_torch_call": per_call_us,
+        "ms_per_forward": count.n * per_call_us / 1e3,
+    }
 
 
 def bench_enter_exit(runs: int) -> float:
@@ -154,6 +190,12 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     model = bench_model(args.min_size, args.runs, args.warmup)
+    torch.manual_seed(0)
+    detector = torchvision.models.detection.fasterrcnn_resnet50_fpn(
+        weights=None, weights_backbone=None, min_size=args.min_size
+    ).eval()
+    image, _ = load_sample("coffee")
+    mode = bench_mode(detector, [torch.from_numpy(image).permute(2, 0, 1).float() / 255], 20)
     calls = bench_calls(max(20, 5 * args.runs))
     enter_exit_ms = bench_enter_exit(50)
 
@@ -189,6 +231,17 @@ def main(argv: list[str] | None = None) -> dict:
             f"{call['median_ms']['capture()']:.3f} ms with a capture: {call['overhead_us']:+.0f} us"
         )
     print(f"entering and leaving an empty capture (patching, restoring): {enter_exit_ms:.1f} ms")
+    print(
+        f"the TorchFunctionMode: {mode['torch_calls_per_forward']} torch calls per forward x "
+        f"{mode['us_per_torch_call']:.2f} us = {mode['ms_per_forward']:.1f} ms per forward"
+    )
+    fixed = calls[1]["overhead_us"] / 1e3
+    estimate = enter_exit_ms + mode["ms_per_forward"] + model["calls_per_forward"] * fixed
+    print(
+        f"so one captured forward costs about {estimate:.1f} ms more (enter/exit + mode + "
+        f"{model['calls_per_forward']} x {fixed:.2f} ms per call), "
+        f"{100 * estimate / model['min_ms']['none']:.2f}% of the fastest plain forward"
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {
         "torch": torch.__version__,
@@ -198,7 +251,14 @@ def main(argv: list[str] | None = None) -> dict:
         "python": sys.version.split()[0],
         "note": "wall-clock; noisy on a shared machine",
     }
-    result = {"meta": meta, "model": model, "calls": calls, "enter_exit_ms": enter_exit_ms}
+    result = {
+        "meta": meta,
+        "model": model,
+        "calls": calls,
+        "enter_exit_ms": enter_exit_ms,
+        "mode": mode,
+        "estimated_overhead_ms": estimate,
+    }
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {args.out}")
     return result
