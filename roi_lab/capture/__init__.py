@@ -12,8 +12,9 @@ the image size the boxes refer to, and the op's error if it raised. Each call's 
 What it costs and what it changes:
     The ops still run, unchanged, on the arguments given (the wrappers call the originals; see
     :mod:`roi_lab.capture._hooks`). Per call: a copy of the boxes to CPU (a device sync on CUDA) and a walk
-    up the stack; per torch function call in the block, one Python call of the TorchFunctionMode. Findings
-    are computed when first read, not during the run. The feature maps are copied only with
+    up the stack, a few tenths of a millisecond; per torch function call in the block, one Python call of
+    the TorchFunctionMode (a few microseconds); entering and leaving the outermost capture, a few ms (a scan
+    of ``sys.modules``). Findings are computed when first read, not during the run. The feature maps are copied only with
     ``keep_features=True``; everything kept (boxes, levels, maps, image batches) stays within ``max_bytes``,
     and what did not fit is listed in ``cap.dropped`` and the call's ``dropped``.
 
