@@ -14,9 +14,9 @@ What it costs and what it changes:
     :mod:`roi_lab.capture._hooks`). Per call: a copy of the boxes to CPU (a device sync on CUDA) and a walk
     up the stack, a few tenths of a millisecond; per torch function call in the block, one Python call of
     the TorchFunctionMode (a few microseconds); entering and leaving the outermost capture, a few ms (a scan
-    of ``sys.modules``). Findings are computed when first read, not during the run. The feature maps are copied only with
-    ``keep_features=True``; everything kept (boxes, levels, maps, image batches) stays within ``max_bytes``,
-    and what did not fit is listed in ``cap.dropped`` and the call's ``dropped``.
+    of ``sys.modules``). Findings are computed when first read, not during the run. The feature maps are
+    copied only with ``keep_features=True``; everything kept (boxes, levels, maps, image batches) stays within
+    ``max_bytes``, and what did not fit is listed in ``cap.dropped`` and the call's ``dropped``.
 
 Scope:
     Calls in the ``with`` block's thread (and contexts copied from it) are recorded; other threads are not,
