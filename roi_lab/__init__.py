@@ -42,6 +42,10 @@ _EXPORTS: dict[str, str] = {
     "has_errors": "roi_lab.diagnose",
     "explain_error": "roi_lab.explain",
     "Explanation": "roi_lab.explain",
+    # capture from the user's own pipeline
+    "capture": "roi_lab.capture",
+    "load_capture": "roi_lab.capture",
+    "CapturedCall": "roi_lab.capture",
     # models and images
     "load_backbone": "roi_lab.backbone",
     "Backbone": "roi_lab.backbone",
@@ -82,8 +86,10 @@ def __dir__() -> list[str]:
     return sorted(list(globals()) + __all__)
 
 
-# `diagnose` names both a submodule and its function. Importing the submodule (``import
-# roi_lab.diagnose``) binds the module as an attribute of this package on its first load, which would
-# shadow the lazily loaded function; binding the function here, after that first load, keeps
-# ``roi_lab.diagnose`` the function for good.
+# `diagnose` names both a submodule and its function, and so does `capture` (a package). Importing the
+# submodule (``import roi_lab.diagnose``) binds the module as an attribute of this package on its first load,
+# which would shadow the lazily loaded function; binding the functions here, after that first load, keeps
+# ``roi_lab.diagnose`` and ``roi_lab.capture`` the functions for good. roi_lab.capture imports roi_lab.diagnose,
+# so diagnose is bound last.
+from roi_lab.capture import capture as capture  # noqa: E402
 from roi_lab.diagnose import diagnose as diagnose  # noqa: E402

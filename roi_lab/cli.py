@@ -1,12 +1,13 @@
-"""``roi-lab`` command line: ``app``, ``diagnose``, ``explain``, ``bench``.
+"""``roi-lab`` command line: ``app``, ``diagnose``, ``explain``, ``capture``, ``bench``.
 
-Exit status: ``diagnose`` 0 when no finding is an error, 1 when one is (so CI can run it), 2 when BOXES or
---box-indices cannot be read; ``explain`` 0 when the text is explained, 3 when it is not recognised, 2 when
-FILE cannot be read. argparse usage errors exit 2 too.
+Exit status: ``diagnose`` 0 when no finding is an error, 1 when one is (so CI can run it), 2 when BOXES,
+CAPTURE.pt or --box-indices cannot be read; ``explain`` 0 when the text is explained, 3 when it is not
+recognised, 2 when FILE cannot be read; ``capture`` the script's own. argparse usage errors exit 2 too.
 
 Input files are read by :func:`roi_lab._io.read_bounded`: regular files only (``/dev/zero``, a FIFO or a
 directory is refused without blocking), at most 8 MiB for BOXES and --box-indices and 4 MiB for explain's
-FILE (stdin, ``-``, likewise); what cannot be read is one line on stderr and exit 2.
+FILE (stdin, ``-``, likewise); what cannot be read is one line on stderr and exit 2. Capture files are
+loaded by :func:`roi_lab.load_capture` (regular files only, size-capped, ``weights_only``).
 """
 
 from __future__ import annotations
@@ -112,6 +113,11 @@ def _read_box_file(path: str, content: Any, image_size: tuple[int, int]) -> list
 def _cmd_diagnose(args: argparse.Namespace) -> int:
     from roi_lab.diagnose import diagnose, has_errors
 
+    if _is_capture_file(args.boxes):
+        return _cmd_diagnose_capture(args)
+    missing = [flag for flag, value in (("--image-size", args.image_size), ("--features", args.features)) if not value]
+    if missing:  # required for boxes files only (a capture records them), so checked here, as argparse would
+        args.parser.error(f"the following arguments are required for a boxes file: {', '.join(missing)}")
     image_size = (args.image_size[0], args.image_size[1])
     try:
         boxes, box_indices = _load_boxes(args.boxes, image_size)
@@ -136,6 +142,78 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
     else:
         print("\n".join(str(f) for f in findings))
     return EXIT_FINDINGS if failed else EXIT_OK
+
+
+CAPTURE_SUFFIXES = (".pt", ".pth")
+
+
+def _is_capture_file(path: str) -> bool:
+    """A capture (``torch.save`` zip archive) rather than a boxes file: by suffix, or by the zip magic."""
+    if Path(path).suffix.lower() in CAPTURE_SUFFIXES:
+        return True
+    try:
+        if not Path(path).is_file():  # never open a FIFO or device to sniff it
+            return False
+        with open(path, "rb") as fh:
+            return fh.read(4) == b"PK\x03\x04"
+    except OSError:
+        return False
+
+
+def _cmd_diagnose_capture(args: argparse.Namespace) -> int:
+    """``roi-lab diagnose CAPTURE.pt``: the findings of every recorded call (size-capped, weights_only load)."""
+    from roi_lab.capture import CaptureFileError, load_capture
+
+    given = [
+        flag
+        for flag, value in (
+            ("--image-size", args.image_size),
+            ("--features", args.features),
+            ("--spatial-scale", args.spatial_scale),
+            ("--box-indices", args.box_indices),
+        )
+        if value is not None
+    ]
+    if given or args.op != "roi_align":
+        print(
+            f"roi-lab diagnose: {', '.join(given) or '--op'} describe a boxes file; a capture records them per call",
+            file=sys.stderr,
+        )
+        return EXIT_UNREADABLE
+    try:
+        cap = load_capture(args.boxes)
+    except CaptureFileError as exc:
+        print(f"roi-lab diagnose: {exc}", file=sys.stderr)
+        return EXIT_UNREADABLE
+    if args.format == "json":
+        print(json.dumps(cap.to_dict(), indent=2))
+    else:
+        print(cap.summary(detail=True))
+    return EXIT_FINDINGS if cap.has_errors else EXIT_OK
+
+
+def _cmd_capture(args: argparse.Namespace) -> int:
+    """``roi-lab capture script.py [args]``: run the script under roi_lab.capture, write the capture file."""
+    from roi_lab.capture import run_script
+    from roi_lab.errors import RoiLabError
+
+    options = {"keep_features": args.keep_features, "max_bytes": args.max_bytes}
+    if args.image_size is not None:
+        options["image_size"] = tuple(args.image_size)
+    try:
+        status, cap = run_script(args.script, args.script_args, output=args.output, **options)
+    except RoiLabError as exc:
+        print(f"roi-lab capture: {exc}", file=sys.stderr)
+        return EXIT_UNREADABLE
+    c = cap.counts()
+    print(cap.summary(), file=sys.stderr)
+    n = len(cap.calls)
+    print(
+        f"roi-lab capture: wrote {args.output} ({n} call{'s' if n != 1 else ''}; {c['error']} error, "
+        f"{c['warning']} warning findings); details: roi-lab diagnose {args.output}",
+        file=sys.stderr,
+    )
+    return status
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
@@ -163,6 +241,33 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 PASSTHROUGH = ("app", "bench")
 
 
+def _add_capture_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "capture",
+        help="run a Python script under roi_lab.capture and write roi_lab_capture.pt",
+        description="Run SCRIPT (with its arguments) like `python SCRIPT ARGS`, recording every ROI pooling "
+        "call (torchvision, roi_lab, detectron2, mmcv), and write the capture; `roi-lab diagnose` reads it.",
+        epilog="Options go before SCRIPT; everything after it is the script's. Exit status: the script's (1 "
+        "after an uncaught exception, whose traceback is printed); the capture is written either way. 2: "
+        "SCRIPT is not a file.",
+    )
+    p.add_argument("-o", "--output", default="roi_lab_capture.pt", help="the capture file (default: %(default)s)")
+    p.add_argument(
+        "--image-size",
+        nargs=2,
+        type=int,
+        metavar=("H", "W"),
+        help="the image the boxes are in pixels of (default: from torchvision's transform)",
+    )
+    p.add_argument("--keep-features", action="store_true", help="also keep the feature maps and image batches")
+    p.add_argument(
+        "--max-bytes", type=int, default=256 << 20, metavar="N", help="most bytes of tensors kept (default: 256 MiB)"
+    )
+    p.add_argument("script", metavar="SCRIPT", help="the Python script that runs the model")
+    p.add_argument("script_args", nargs=argparse.REMAINDER, metavar="ARGS", help="the script's arguments")
+    p.set_defaults(func=_cmd_capture)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="roi-lab", description="Debug what reaches ROIAlign / CropAndResize: boxes, spaces, strides."
@@ -177,20 +282,20 @@ def build_parser() -> argparse.ArgumentParser:
         "strides, out-of-bounds, batch indices.",
         epilog='BOXES: a JSON array of K boxes of 4 or 5 numbers, or {"boxes": [...], "box_indices": [...]}, '
         "or a COCO / Pascal VOC (.xml) / YOLO (.txt) / roi-lab JSON box file (one image, pixel boxes, "
-        "checked as [boxes]). Exit status: 0 no error finding, 1 at least one error finding, 2 unreadable "
-        "input.",
+        "checked as [boxes]); these need --image-size and --features. Or CAPTURE.pt, written by "
+        "`roi-lab capture` or Capture.save: every recorded call is reported. Exit status: 0 no error finding, "
+        "1 at least one error finding, 2 unreadable input.",
     )
-    p.add_argument("boxes", metavar="BOXES.json", help="the boxes file")
+    p.add_argument("boxes", metavar="BOXES.json|CAPTURE.pt", help="the boxes file, or a capture file")
     p.add_argument(
-        "--image-size", nargs=2, type=int, required=True, metavar=("H", "W"), help="the image the boxes refer to"
+        "--image-size", nargs=2, type=int, metavar=("H", "W"), help="the image the boxes refer to (boxes files)"
     )
     p.add_argument(
         "--features",
         nargs=4,
         type=int,
-        required=True,
         metavar=("N", "C", "H", "W"),
-        help="shape of the feature map the op pools from",
+        help="shape of the feature map the op pools from (boxes files)",
     )
     p.add_argument("--op", choices=("roi_align", "crop_and_resize"), default="roi_align")
     p.add_argument(
@@ -202,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--box-indices", metavar="FILE", help="JSON array with crop_and_resize's image index per box")
     p.add_argument("--format", choices=("text", "json"), default="text")
-    p.set_defaults(func=_cmd_diagnose)
+    p.set_defaults(func=_cmd_diagnose, parser=p)
     p = sub.add_parser(
         "explain",
         help="explain an ROI pooling error message or traceback (from FILE or stdin)",
@@ -214,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", nargs="?", default="-", metavar="FILE", help="file with the error text; - or none: stdin")
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.set_defaults(func=_cmd_explain)
+    _add_capture_parser(sub)
     p = sub.add_parser("bench", help="run benchmarks/bench_roi_align.py (extra arguments go to it)")
     p.set_defaults(func=_cmd_bench)
     return parser

@@ -998,6 +998,27 @@ def _crop_geometry(g: _Geo, proper: np.ndarray, coords: np.ndarray, ctx: _Ctx) -
         )
 
 
+def _map_bounds(coords: np.ndarray, Hf: int, Wf: int, s: float, ctx: _Ctx) -> None:
+    """Without an image size: boxes that leave the map at ``spatial_scale`` (the cause cannot be named)."""
+    g = _Geo(coords[:, [0, 2]], coords[:, [1, 3]], Hf, Wf, math.nan, math.nan)
+    if g.fits(s, s):
+        return
+    xs, ys, tol = g.xs * s, g.ys * s, _TOL_CELLS
+    partly = (xs.min(1) < -tol) | (xs.max(1) > Wf + tol) | (ys.min(1) < -tol) | (ys.max(1) > Hf + tol)
+    beyond = (xs.min(1) > Wf + tol) | (ys.min(1) > Hf + tol) | (xs.max(1) < -tol) | (ys.max(1) < -tol)
+    ctx.add(
+        "OUT_OF_BOUNDS",
+        "error" if beyond.any() else "warning",
+        "Some boxes reach outside the feature map at this spatial_scale"
+        + (", some lie entirely outside it: roi_align pools only zeros for those" if beyond.any() else "")
+        + ". Without image_size the diagnoser cannot tell image-space boxes from a wrong stride.",
+        f"{int(partly.sum())} of {len(partly)} boxes leave the {Hf} x {Wf} map by more than one cell, "
+        f"{int(beyond.sum())} entirely; at spatial_scale {_fmt_scale(s)}: {_axis_over(g, s, s)}",
+        "pass image_size=(H, W), the image the boxes refer to, to name the cause; spatial_scale should be the "
+        "map size over the image size, e.g. 1 / 16",
+    )
+
+
 def _check_divisible(g: _Geo, ctx: _Ctx) -> None:
     sy, sx = _stride_rule(g.Hi, g.Hf), _stride_rule(g.Wi, g.Wf)
     if sy is None or sy != sx or sx < 2:
@@ -1037,7 +1058,7 @@ def _quiet_overflow(fn: Callable[..., list[Finding]]) -> Callable[..., list[Find
 def diagnose(
     boxes: Any,
     *,
-    image_size: Any,
+    image_size: Any = None,
     features: Any,
     op: str = "roi_align",
     spatial_scale: float | None = None,
@@ -1051,6 +1072,8 @@ def diagnose(
             (y1, x1, y2, x2). numpy arrays and nested lists are read too; anything else is reported.
         image_size ((H, W)): the image whose pixel coordinates the boxes should be in (an int means square).
             For a padded batch, the padded size (padding at the bottom/right keeps coordinates).
+            ``None`` when unknown: only what the map and boxes show is checked then (roi_align: boxes
+            leaving the map at ``spatial_scale``, ``OUT_OF_BOUNDS``; crop_and_resize: the map is the image).
         features (Tensor[N, C, H, W] | (N, C, H, W)): the map the op pools from, or its shape. A tensor also
             gives its dtype and device.
         op (str): ``"roi_align"`` (torchvision / detectron2 / mmcv) or ``"crop_and_resize"`` (TensorFlow).
@@ -1084,7 +1107,9 @@ def diagnose(
         )
     ctx = _Ctx(op_name)
     shape, feat = _parse_features(features, ctx)
-    image = _parse_image_size(image_size, ctx)
+    image = _parse_image_size(image_size, ctx) if image_size is not None else None
+    if image is None and image_size is None and op_name == "crop_and_resize" and shape is not None:
+        image = (float(shape[2]), float(shape[3]))  # normalized boxes refer to the cropped tensor itself
     scale = 1.0
     if op_name == "roi_align" and spatial_scale is not None:
         try:
@@ -1128,6 +1153,8 @@ def diagnose(
                 else:
                     g = _Geo(coords[:, [1, 3]], coords[:, [0, 2]], shape[2], shape[3], image[0], image[1])
                     _crop_geometry(g, proper, coords, ctx)
+            elif shape is not None and image_size is None and op_name == "roi_align" and scale is not None:
+                _map_bounds(coords, shape[2], shape[3], scale, ctx)
     if op_name == "roi_align" and shape is not None and image is not None:
         _check_divisible(_Geo(np.zeros((1, 2)), np.zeros((1, 2)), shape[2], shape[3], image[0], image[1]), ctx)
     rank = {sev: i for i, sev in enumerate(SEVERITIES)}
