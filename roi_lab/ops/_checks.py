@@ -92,10 +92,11 @@ def check_same_device(a: Tensor, b: Tensor, op: str, name_a: str, name_b: str) -
 
 
 def check_output_budget(shape: tuple[int, ...], op: str, fix: str) -> None:
-    """The output may hold at most ``roi_lab.ops.MAX_OUTPUT_ELEMENTS`` elements. A data check (it
-    runs in the real implementation, where every size is a plain int)."""
+    """The output Tensor[K, C, PH, PW] may hold at most ``roi_lab.ops.MAX_OUTPUT_ELEMENTS`` elements,
+    counting C as at least 1 (the kernels plan every bin of every box even without channels). A data
+    check: it runs in the real implementation, where every size is a plain int."""
     budget = _ops_package.MAX_OUTPUT_ELEMENTS
-    size = math.prod(shape)
+    size = math.prod(shape[:1] + (max(shape[1], 1),) + shape[2:])
     if size > budget:
         dims = ", ".join(str(d) for d in shape)
         raise InputValueError(
@@ -144,8 +145,8 @@ def as_float(value: object) -> float | None:
 
 def pair_size(size: int | tuple[int, int] | list[int], op: str, name: str) -> tuple[int, int]:
     """An int or an (h, w) pair of positive ints (numpy integers and 0-d integer tensors included)."""
-    if isinstance(size, Tensor) and size.dim() == 1:
-        size = size.tolist()
+    if (isinstance(size, Tensor) or type(size).__module__ == "numpy") and getattr(size, "ndim", 0) == 1:
+        size = size.tolist()  # a 1-d tensor or numpy array of two sizes
     if as_int(size) is not None:
         pair: tuple = (size, size)
     elif isinstance(size, (tuple, list)) and len(size) == 2:

@@ -46,6 +46,9 @@ _MAX_SAMPLES_PER_AXIS = 1 << 20
 # this many bins: a tile's matrix is [bins, distinct rows] with distinct rows <= min(2 * bins * grid,
 # H), so memory stays linear in the output. Outputs up to 64 x 64 are never tiled.
 _MAX_TILE_BINS = 64
+# mode="max" holds every interpolated sample of a (tiled) box: at most this many per box, and the
+# channel block shrinks so that one box's samples x channels stay within _BUCKET_ELEMENTS.
+_MAX_SAMPLES_PER_BOX_MAX_MODE = 1 << 22
 
 
 # --------------------------------------------------------------------------------------------------
@@ -79,8 +82,8 @@ def _box_geometry(boxes: Tensor, pooled: tuple[int, int], scale: float, sampling
     bin_size = size / bins  # [2, K]
     if sampling_ratio > 0:
         grid = torch.full_like(bin_size, sampling_ratio, dtype=torch.long)  # [2, K]
-    else:
-        grid = torch.ceil(size / bins).long()  # [2, K]
+    else:  # clamped before the cast so that a huge box cannot overflow int64 (the plan then refuses it)
+        grid = torch.ceil(size / bins).clamp(0, _MAX_SAMPLES_PER_AXIS + 1).long()  # [2, K]
     return start, bin_size, grid
 
 
@@ -219,18 +222,40 @@ class _Plan:
         start, bin_size, grid = _box_geometry(boxes, out_pooled, scale, sampling_ratio, aligned)  # [2, K] each
         k = boxes.shape[0]
         self.buckets: list[tuple] = []  # (ids, flat_index [Kc, R, S], ay [Kc, PH(*G), R], ax [Kc, PW(*G), S], gy, gx)
+        self.box_samples = 0
         if k == 0:
             return
         grid_max = grid.clamp_min(1).amax(1).tolist()  # [2] (G_y, G_x)
-        if max(out_pooled[0] * grid_max[0], out_pooled[1] * grid_max[1]) > _MAX_SAMPLES_PER_AXIS:
+        samples = max(out_pooled[0] * grid_max[0], out_pooled[1] * grid_max[1])
+        if samples > _MAX_SAMPLES_PER_AXIS and sampling_ratio > 0:
+            raise InputValueError(
+                "roi_align(output_size=..., sampling_ratio=...)",
+                expected=f"sampling grids of at most {_MAX_SAMPLES_PER_AXIS} samples per box and axis "
+                "(output bins x sampling_ratio)",
+                got=f"output_size={tuple(out_pooled)} with sampling_ratio={sampling_ratio}: {samples} samples",
+                fix="pass a smaller sampling_ratio (2 is torchvision's and detectron2's choice) or output_size",
+            )
+        if samples > _MAX_SAMPLES_PER_AXIS:
             row = int((grid * torch.tensor(out_pooled, device=grid.device)[:, None]).amax(0).argmax())
             roi = [float(batch[row])] + boxes[row].tolist()
+            span = max(math.ceil(v) for v in bin_size[:, row].tolist())  # the adaptive grid, before its clamp
             raise InputValueError(
                 "roi_align(boxes=..., sampling_ratio=...)",
                 expected=f"adaptive sampling grids of at most {_MAX_SAMPLES_PER_AXIS} samples per box and axis",
-                got=f"box {row} {roi} spans {max(grid_max)} samples per bin at spatial_scale={scale}",
+                got=f"box {row} {roi} spans {span} samples per bin at spatial_scale={scale}",
                 fix="check that the boxes are in image px and spatial_scale is 1 / stride, or pass a fixed "
                 "sampling_ratio, e.g. 2",
+            )
+        self.box_samples = ty * grid_max[0] * tx * grid_max[1] if per_sample else 0
+        if self.box_samples > _MAX_SAMPLES_PER_BOX_MAX_MODE:
+            raise InputValueError(
+                "roi_align(mode='max', ...)",
+                expected=f"at most {_MAX_SAMPLES_PER_BOX_MAX_MODE} samples per box in max mode (bins x samples "
+                "per bin, both axes; max mode keeps every sample to take their max)",
+                got=f"{ty} x {tx} bins per tile with grids of {grid_max[0]} x {grid_max[1]} samples: "
+                f"{self.box_samples} samples",
+                fix="pass a fixed sampling_ratio (e.g. 2) instead of adaptive sampling for these boxes, or check "
+                "that the boxes are in image px and spatial_scale is 1 / stride",
             )
         n_tiles = n_ty * n_tx
         if n_tiles > 1:  # virtual box v = box * n_tiles + tile_y * n_tx + tile_x
@@ -307,7 +332,10 @@ class _Plan:
 
     def channel_block(self) -> int:
         n, c, h, w = self.shape
-        return max(1, min(c, _MAP_BLOCK_ELEMENTS // max(1, n * h * w)))
+        block = min(c, _MAP_BLOCK_ELEMENTS // max(1, n * h * w))
+        if self.box_samples:  # max mode: one box's samples x channels within the bucket budget
+            block = min(block, _BUCKET_ELEMENTS // self.box_samples)
+        return max(1, block)
 
 
 def _channels_last_blocks(input: Tensor, cb: int):

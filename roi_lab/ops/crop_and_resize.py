@@ -325,6 +325,8 @@ def _crop_and_resize_op(
 @_crop_and_resize_op.register_fake
 def _crop_and_resize_fake(image, boxes, box_indices, crop_height, crop_width, method, extrapolation_value):
     _check_op_args(image, boxes, box_indices, crop_height, crop_width, method)
+    if torch.onnx.is_in_onnx_export():  # the dynamo exporter's strict fallback comes here, not to the wrapper
+        raise _onnx_refusal()
     shape = (boxes.shape[0], image.shape[1], crop_height, crop_width)
     return image.new_empty(shape).contiguous(memory_format=_kernel.output_format(image))
 

@@ -30,6 +30,7 @@ from roi_lab.ops._checks import (
     as_int,
     check_feature_map,
     check_finite,
+    check_output_budget,
     check_real_dtype,
     check_same_device,
     pair_size,
@@ -183,7 +184,9 @@ def infer_scales(features: Sequence[Tensor], image_sizes: Sequence[tuple[int, in
 
     ``H`` is the largest image height in the batch (torchvision uses the height only). The log is
     taken in float32, as torchvision's ``torch.tensor(h / H).log2().round()`` does (emulated in
-    Python, so it compiles; near ``2 ** (k + 0.5)`` float32 and float64 can round differently).
+    Python, so it compiles; near ``2 ** (k + 0.5)`` float32 and float64 can round differently). Under
+    ``torch.compile(dynamic=True)`` the map sizes are symbolic and cannot be rounded in Python: pass
+    ``scales`` there (``MultiScaleRoIAlign`` infers them once and caches them, as torchvision does).
 
     Example:
         >>> infer_scales([torch.zeros(1, 1, 200, 304), torch.zeros(1, 1, 100, 152)], [(800, 1216)])
@@ -414,6 +417,10 @@ def _multi_scale_op(
     canonical_level: int,
 ) -> Tensor:
     _check_maps(features, rois)
+    check_output_budget(
+        (rois.shape[0], features[0].shape[1], pooled_height, pooled_width), "multi_scale_roi_align",
+        "pool fewer boxes per call",
+    )  # fmt: skip
     k_min, k_max = int(-math.log2(scales[0])), int(-math.log2(scales[-1]))
     levels = assign_fpn_levels(
         rois[:, 1:], k_min=k_min, k_max=k_max, canonical_scale=canonical_scale, canonical_level=canonical_level

@@ -322,7 +322,18 @@ def _checked_rois(input: Tensor, rois: Tensor) -> tuple[Tensor, Tensor]:
                 fix="column 0 is the image index in the batch, then x1, y1, x2, y2; check the column "
                 "order and that each box points at an image of this batch",
             )
-    return rois[:, 0].long(), rois[:, 1:].to(input.dtype)
+    boxes = rois[:, 1:].to(input.dtype)  # the cast torchvision requires; it can overflow half precision
+    if boxes.numel() and not bool(torch.isfinite(boxes).all()):
+        row = int((~torch.isfinite(boxes)).nonzero()[0, 0])
+        limit = torch.finfo(input.dtype).max
+        raise InputValueError(
+            "roi_align(boxes=...)",
+            expected=f"coordinates that {input.dtype} (the map's dtype, which boxes are cast to) can hold: "
+            f"|x| <= {limit:g}",
+            got=f"row {row}: {rois[row].tolist()}",
+            fix="check that the boxes are in image px (not scaled up twice), or pool from a float32 map",
+        )
+    return rois[:, 0].long(), boxes
 
 
 # --------------------------------------------------------------------------------------------------
