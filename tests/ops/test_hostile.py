@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import roi_lab.ops
@@ -183,6 +183,8 @@ def test_float16_map_pools_the_image_the_float32_index_names():
     x = torch.zeros(2050, 1, 4, 4, dtype=torch.float16)
     x[2049] = 1.0
     rois = torch.tensor([[2049.0, 0, 0, 2, 2]])
+    # exact: a constant image pools to the constant times weights summing to 1 within a float32 ulp,
+    # which rounds back to exactly 1.0 in float16
     assert roi_align(x, rois, 1, 1.0, 2, True).item() == 1.0  # image 2048 would give 0
     rows = [torch.zeros(0, 4)] * 2049 + [torch.tensor([[0.0, 0, 2, 2]])]  # the same box as a list
     assert roi_align(x, rows, 1, 1.0, 2, True).item() == 1.0
@@ -193,6 +195,7 @@ def test_bfloat16_map_with_a_list_of_300_images():
     values = torch.arange(300.0) % 7  # exact in bfloat16
     x = values.view(300, 1, 1, 1).expand(300, 1, 4, 4).contiguous().bfloat16()
     out = roi_align(x, [torch.tensor([[0.0, 0, 2, 2]])] * 300, 1, 1.0, 2, True)
+    # exact: each image is constant, so its crop is that value within a float32 ulp, exact in bfloat16
     assert torch.equal(out.flatten().float(), values)
 
 
@@ -349,6 +352,7 @@ def test_numpy_scalars_in_crop_and_resize_and_multi_scale():
     boxes, index = torch.tensor([[0.0, 0, 1, 1]]), torch.tensor([0])
     expected = crop_and_resize(image, boxes, index, 3, extrapolation_value=1.0)
     for size, value in ((np.int64(3), np.float32(1.0)), ((np.int32(3), 3), torch.tensor(1.0))):
+        # exact: the same call on the same values (crop_and_resize is a gather and elementwise ops)
         assert torch.equal(crop_and_resize(image, boxes, index, size, extrapolation_value=value), expected)
     maps = fpn()
     expected = multi_scale_roi_align(maps, FPN_BOXES, [(64, 80)], 2, 2)
@@ -432,7 +436,7 @@ def outcome(call, check) -> str:
     return "result"
 
 
-FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
+FUZZ = settings(max_examples=250)  # tests/conftest.py's "ci" profile: derandomized, no deadline
 SEEDS = st.integers(0, 2**32 - 1)
 
 
