@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 _EXPORTS: dict[str, str] = {
     # ops
     "roi_align": "roi_lab.ops.roi_align",
+    "RoIAlign": "roi_lab.ops.roi_align",
     "crop_and_resize": "roi_lab.ops.crop_and_resize",
     "assign_fpn_levels": "roi_lab.ops.fpn",
     "multi_scale_roi_align": "roi_lab.ops.fpn",
@@ -68,6 +69,7 @@ _EXPORTS: dict[str, str] = {
     "DTypeError": "roi_lab.errors",
     "ImageDecodeError": "roi_lab.errors",
     "BoxFileError": "roi_lab.errors",
+    "NotSupportedError": "roi_lab.errors",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -7,7 +7,29 @@ diagnoser and the app can render them, and its message reads like einops'/kornia
     of Tensor[L, 4]; got Tensor[12, 4] float32 on cpu.
     Fix: add the batch-index column, e.g. torch.cat([torch.zeros(12, 1), boxes], 1), or pass [boxes].
 
-All errors subclass :class:`ValueError` too, so ``except ValueError`` code keeps working.
+The hierarchy (every class carries ``where`` / ``expected`` / ``got`` / ``fix``)::
+
+    ValueError
+    └── RoiLabError                        base: catch this for any ROI Lab input error
+        ├── ShapeError (+ AssertionError)  wrong rank / shape / number of columns
+        ├── InputValueError                wrong values: NaN/inf, index out of range, size < 1, too large
+        ├── DeviceMismatchError            two tensors on different devices
+        ├── DTypeError                     a dtype the op cannot compute in
+        ├── ImageDecodeError               bytes that are not a (safe) image
+        ├── BoxFileError                   a malformed COCO / VOC / YOLO / JSON box file
+        └── NotSupportedError (+ RuntimeError)
+                                           a valid request the op does not support: second
+                                           derivatives of ``mode="max"``, an ONNX export that
+                                           cannot be faithful
+
+Every error is a :class:`ValueError`, so ``except ValueError`` code keeps working. Two classes also
+derive from the builtin that the framework they replace raises there, so code written against
+torchvision keeps catching them:
+
+- :class:`ShapeError` is an :class:`AssertionError` too: torchvision checks box shapes with
+  ``torch._assert``, and callers write ``except AssertionError``.
+- :class:`NotSupportedError` is a :class:`RuntimeError` too: torchvision raises ``RuntimeError("double
+  backwards on roi_align not supported")`` and the ONNX exporters raise ``RuntimeError`` subclasses.
 """
 
 from __future__ import annotations
@@ -23,6 +45,7 @@ __all__ = [
     "DTypeError",
     "ImageDecodeError",
     "BoxFileError",
+    "NotSupportedError",
     "describe",
     "clip",
     "short_repr",
@@ -61,8 +84,15 @@ class RoiLabError(ValueError):
         }
 
 
-class ShapeError(RoiLabError):
-    """A tensor or list has the wrong rank, shape or number of columns."""
+class ShapeError(RoiLabError, AssertionError):
+    """A tensor or list has the wrong rank, shape or number of columns.
+
+    Also an :class:`AssertionError`, like torchvision's ``torch._assert`` box-shape checks:
+
+    Example:
+        >>> issubclass(ShapeError, AssertionError) and issubclass(ShapeError, ValueError)
+        True
+    """
 
 
 class InputValueError(RoiLabError):
@@ -75,6 +105,12 @@ class DeviceMismatchError(RoiLabError):
 
 class DTypeError(RoiLabError):
     """A dtype that the op cannot compute in (e.g. an integer feature map)."""
+
+
+class NotSupportedError(RoiLabError, RuntimeError):
+    """A well-formed request that the op does not support (rather than compute it wrongly): e.g. the
+    second derivative of ``roi_align(mode="max")``, or an ONNX export that would not be faithful.
+    Also a :class:`RuntimeError`, which torchvision and the ONNX exporters raise for these."""
 
 
 class ImageDecodeError(RoiLabError):

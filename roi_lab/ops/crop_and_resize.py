@@ -1,4 +1,19 @@
-"""TensorFlow's ``tf.image.crop_and_resize`` for NCHW PyTorch tensors, vectorised over boxes."""
+"""``crop_and_resize``: TensorFlow's ``tf.image.crop_and_resize`` for NCHW tensors, as a registered
+PyTorch op.
+
+This module is the registration layer; the numbers come from the private kernel in
+:mod:`roi_lab.ops._crop_and_resize_kernel` (``crop_and_resize_forward`` / ``_backward`` /
+``_double_backward``), called only from the registered ops' real implementations:
+
+- :func:`crop_and_resize`, the public function: validate, convert lists / numpy arrays, call
+  ``torch.ops.roi_lab.crop_and_resize``;
+- ``roi_lab::crop_and_resize``, ``roi_lab::_crop_and_resize_backward`` and
+  ``roi_lab::_crop_and_resize_double_backward``, registered with ``torch.library``: fake (meta)
+  implementations, registered autograd (first and second derivatives; third ones refused);
+- the data checks (finite boxes, box indices in [0, N), the output budget) run only in the real
+  implementation: the same errors in eager mode, no graph break in a compiled one;
+- ONNX export is refused clearly: ONNX has no op with TF's corner-aligned, per-box sampling.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +22,23 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from roi_lab.errors import DTypeError, InputValueError, ShapeError, describe
-from roi_lab.ops._checks import check_feature_map, check_finite, check_same_device, pair_size
+from roi_lab.errors import DTypeError, InputValueError, NotSupportedError, ShapeError, describe
+from roi_lab.ops import _crop_and_resize_kernel as _kernel
+from roi_lab.ops._checks import (
+    as_float,
+    check_feature_map,
+    check_finite,
+    check_output_budget,
+    check_same_device,
+    pair_size,
+)
+from roi_lab.ops._library import dispatch_torch_function, onnx_error, tensor_args
 
 __all__ = ["crop_and_resize"]
 
 _OP = "crop_and_resize"
 _METHODS = ("bilinear", "nearest")
 _INDEX_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
-# Elements of one gathered [K_chunk, CH, CW, C] tensor (at least; see the kernel); it holds ~8 at a time.
-_CHUNK_ELEMENTS = 1 << 18
 
 
 def crop_and_resize(
@@ -41,19 +63,27 @@ def crop_and_resize(
         method (str): ``"bilinear"`` (TF's default) or ``"nearest"``.
         extrapolation_value (float): value of every output pixel whose sample falls outside the image.
 
+        ``crop_size`` also takes numpy integers, ``extrapolation_value`` numpy floats and 0-d tensors.
+
     Returns:
         Tensor[K, C, crop_h, crop_w]: the crops, in ``image``'s dtype (TF always returns float32: here
         the arithmetic runs in float32, or float64 for a float64 image, and the result is cast back, so
         float16/bfloat16 crops are TF's values rounded to that dtype). Channels-last images give a
         channels-last result. Differentiable with respect to ``image`` (and, for ``"bilinear"``, to
-        ``boxes``, like TF's ``CropAndResizeGradBoxes``) through autograd.
+        ``boxes``, like TF's ``CropAndResizeGradBoxes``) through autograd, twice; a registered op, so
+        ``torch.compile(fullgraph=True)`` and ``torch.export`` keep it whole (and TF-exact).
 
     Raises:
-        ShapeError: image not [N, C, H, W] or empty in H/W; boxes not [K, 4] (a torchvision-style
-            [K, 5] rois tensor gets a message to split off the batch column); box_indices not [K].
+        ShapeError: (also an ``AssertionError``) image not [N, C, H, W] or empty in H/W; boxes not
+            [K, 4] (a torchvision-style [K, 5] rois tensor gets a message to split off the batch
+            column); box_indices not [K].
         DTypeError: non-floating image or boxes; non-integer box_indices.
-        InputValueError: NaN/inf boxes; a box index outside [0, N); crop size < 1; unknown method.
+        InputValueError: NaN/inf boxes; a box index outside [0, N); crop size < 1; unknown method;
+            an output of more than ``roi_lab.ops.MAX_OUTPUT_ELEMENTS`` elements (2**28: 1 GiB of
+            float32; raise it to pool more).
         DeviceMismatchError: boxes or box_indices on another device than image.
+        NotSupportedError: (also a ``RuntimeError``) ONNX export (ONNX has no op with TF's sampling),
+            and third derivatives.
 
     Convention:
         Corner-aligned sampling, one sample per output pixel. A normalized y maps to the image row
@@ -89,26 +119,46 @@ def crop_and_resize(
                 [2.0000, 2.5000, 3.0000],
                 [3.0000, 3.5000, 4.0000]])
     """
+    handled, result = dispatch_torch_function(
+        crop_and_resize, tensor_args(image, boxes, box_indices), image, boxes, box_indices, crop_size,
+        method=method, extrapolation_value=extrapolation_value,
+    )  # fmt: skip
+    if handled:  # a torch.fx proxy or a tensor subclass took the call
+        return result
     boxes_norm, box_indices, (crop_h, crop_w), method = _validate(image, boxes, box_indices, crop_size, method)
     extrapolation_value = _scalar(extrapolation_value)
-    channels_last = image.is_contiguous(memory_format=torch.channels_last) and not image.is_contiguous()
-    crops = _crop_and_resize_kernel(image, boxes_norm, box_indices, crop_h, crop_w, method, extrapolation_value)
-    return crops.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    if torch.onnx.is_in_onnx_export():
+        raise _onnx_refusal()
+    if method == "nearest":  # piecewise constant in the boxes: no box gradient (TF's is the bilinear one)
+        boxes_norm = boxes_norm.detach()
+    return torch.ops.roi_lab.crop_and_resize(
+        image, boxes_norm, box_indices, crop_h, crop_w, method, extrapolation_value
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# validation and normalisation (static: types, shapes, dtypes, devices; safe to trace)
 
 
 def _validate(
     image: Tensor, boxes: Tensor, box_indices: Tensor, crop_size: int | tuple[int, int], method: str
 ) -> tuple[Tensor, Tensor, tuple[int, int], str]:
-    """Check every input and return (boxes_norm float32, box_indices int64, (crop_h, crop_w), method)."""
-    check_feature_map(image, _OP, "image")
-    if image.shape[2] == 0 or image.shape[3] == 0:
-        raise ShapeError(
-            f"{_OP}(image=...)",
-            expected="an image with at least one row and one column",
-            got=describe(image),
-            fix="check the image or feature map that reaches the op; an empty one has nothing to crop",
-        )
+    """Check every input's type, shape, dtype and device and return (boxes_norm float32, box_indices
+    int64, (crop_h, crop_w), method). Values are checked by the op."""
+    check_feature_map(image, _OP, "image", what="an image")
     boxes = _as_tensor(boxes, image.device, torch.float32)
+    if not isinstance(box_indices, Tensor):
+        box_indices = _as_tensor(box_indices, image.device, None)
+        if isinstance(box_indices, Tensor) and box_indices.numel() == 0:
+            box_indices = box_indices.long()
+    _check_boxes(image, boxes, box_indices)
+    crop_size = pair_size(crop_size, _OP, "crop_size")
+    _check_method(method)
+    return boxes.to(torch.float32), box_indices.long(), crop_size, method.lower()
+
+
+def _check_boxes(image: Tensor, boxes: object, box_indices: object) -> None:
+    """boxes a floating Tensor[K, 4], box_indices an integer Tensor[K], both on image's device."""
     if not isinstance(boxes, Tensor) or boxes.dim() != 2 or boxes.shape[1] != 4:
         raise _boxes_shape_error(boxes)
     if not boxes.is_floating_point():
@@ -120,10 +170,6 @@ def _validate(
             "boxes_norm, box_indices = roi_lab.to_tf_boxes(boxes_image, image_size=(H, W))",
         )
     num_boxes = boxes.shape[0]
-    if not isinstance(box_indices, Tensor):
-        box_indices = _as_tensor(box_indices, image.device, None)
-        if isinstance(box_indices, Tensor) and box_indices.numel() == 0:
-            box_indices = box_indices.long()
     if not isinstance(box_indices, Tensor) or box_indices.dim() != 1 or box_indices.shape[0] != num_boxes:
         raise ShapeError(
             f"{_OP}(box_indices=...)",
@@ -141,9 +187,9 @@ def _validate(
         )
     check_same_device(image, boxes, _OP, "image", "boxes")
     check_same_device(image, box_indices, _OP, "image", "box_indices")
-    check_finite(boxes, _OP, "boxes")
-    _check_index_range(box_indices, image.shape[0])
-    crop_size = pair_size(crop_size, _OP, "crop_size")
+
+
+def _check_method(method: object) -> None:
     if not isinstance(method, str) or method.lower() not in _METHODS:
         raise InputValueError(
             f"{_OP}(method=...)",
@@ -151,7 +197,14 @@ def _validate(
             got=describe(method),
             fix="pass method='bilinear' (TF's default) or method='nearest'",
         )
-    return boxes.to(torch.float32), box_indices.long(), crop_size, method.lower()
+
+
+def _check_op_args(image: Tensor, boxes: Tensor, box_indices: Tensor, crop_h: int, crop_w: int, method: str) -> None:
+    """The static checks of the op itself (direct ``torch.ops.roi_lab.crop_and_resize`` calls)."""
+    check_feature_map(image, _OP, "image", what="an image")
+    _check_boxes(image, boxes, box_indices)
+    pair_size((crop_h, crop_w), _OP, "crop_size")
+    _check_method(method)
 
 
 def _as_tensor(value: object, device: torch.device, dtype: torch.dtype | None) -> object:
@@ -188,6 +241,34 @@ def _boxes_shape_error(boxes: object) -> ShapeError:
     return ShapeError(f"{_OP}(boxes=...)", expected=expected, got=describe(boxes), fix=fix)
 
 
+def _scalar(value: object) -> float:
+    """``extrapolation_value`` as a Python float (numpy scalars and 0-d tensors included)."""
+    number = as_float(value)
+    if number is None:
+        raise InputValueError(
+            f"{_OP}(extrapolation_value=...)",
+            expected="a real number",
+            got=describe(value),
+            fix="pass e.g. extrapolation_value=0.0",
+        )
+    return number
+
+
+def _onnx_refusal() -> NotSupportedError:
+    return onnx_error(
+        "crop_and_resize",
+        expected="an op with an ONNX equivalent: ONNX has none with TF's sampling (RoiAlign averages "
+        "half-pixel bins, Resize's 'tf_crop_and_resize' crops one box of the whole tensor)",
+        got="crop_and_resize in the traced model",
+        fix="keep crop_and_resize outside the exported graph (crop after the ONNX model), or pool with "
+        "roi_lab.roi_align, which exports to ONNX RoiAlign",
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# data checks (read tensor values: only in the op's real implementation)
+
+
 def _check_index_range(box_indices: Tensor, batch: int) -> None:
     """Every box index in [0, N): TF refuses others too ("box_index has values outside [0, batch_size)")."""
     if box_indices.numel() == 0:
@@ -212,118 +293,143 @@ def _check_index_range(box_indices: Tensor, batch: int) -> None:
     )
 
 
-def _scalar(value: float) -> float:
-    """``extrapolation_value`` as a Python float."""
-    try:
-        return float(value)
-    except (TypeError, ValueError, RuntimeError):
-        raise InputValueError(
-            f"{_OP}(extrapolation_value=...)",
-            expected="a real number",
-            got=describe(value),
-            fix="pass e.g. extrapolation_value=0.0",
-        ) from None
+def _check_values(image: Tensor, boxes: Tensor, box_indices: Tensor, crop_h: int, crop_w: int) -> None:
+    check_finite(boxes, _OP, "boxes")
+    _check_index_range(box_indices, image.shape[0])
+    check_output_budget(
+        (boxes.shape[0], image.shape[1], crop_h, crop_w), _OP, "crop fewer boxes per call, or a smaller crop_size"
+    )
 
 
-def _sample_positions(lo: Tensor, hi: Tensor, size: int, crop: int) -> Tensor:
-    """Sample coordinates along one axis, in float32 and in TF's order of operations.
-
-    Args:
-        lo (Tensor[K]): y1 (or x1), normalized.
-        hi (Tensor[K]): y2 (or x2), normalized.
-        size (int): H (or W).
-        crop (int): crop_h (or crop_w).
-
-    Returns:
-        Tensor[K, crop]: the pixel coordinate each output row (column) samples.
-    """
-    if crop == 1:
-        return (0.5 * (lo + hi) * (size - 1))[:, None]  # [K, 1]
-    scale = (hi - lo) * (size - 1) / (crop - 1)  # [K]
-    steps = torch.arange(crop, dtype=lo.dtype, device=lo.device)  # [crop]
-    return lo[:, None] * (size - 1) + steps * scale[:, None]  # [K, crop]
+# --------------------------------------------------------------------------------------------------
+# the registered ops
 
 
-def _crop_and_resize_kernel(
+@torch.library.custom_op("roi_lab::crop_and_resize", mutates_args=())
+def _crop_and_resize_op(
     image: Tensor,
-    boxes_norm: Tensor,
+    boxes: Tensor,
     box_indices: Tensor,
-    crop_h: int,
-    crop_w: int,
+    crop_height: int,
+    crop_width: int,
     method: str,
     extrapolation_value: float,
 ) -> Tensor:
-    """Vectorised over boxes; boxes are processed in chunks so the gathered tensors stay bounded.
-
-    Args:
-        image (Tensor[N, C, H, W]): floating image.
-        boxes_norm (Tensor[K, 4]): float32 (y1, x1, y2, x2).
-        box_indices (Tensor[K]): int64 in [0, N).
-
-    Returns:
-        Tensor[K, C, crop_h, crop_w] in image.dtype (a permuted view of a [K, crop_h, crop_w, C] tensor).
-    """
-    batch, channels, height, width = image.shape
-    # One row of C values per pixel; a view for channels_last images, one copy of the map otherwise
-    # (never one per box). Gathering whole rows with index_select runs at memcpy speed.
-    pixels = image.permute(0, 2, 3, 1).reshape(batch * height * width, channels)  # [N*H*W, C]
-    compute_dtype = torch.float64 if image.dtype == torch.float64 else torch.float32
-    # TF computes every position in float32; so do we, in the same order, to land on the same side of
-    # each border and each .5 as TF does.
-    pos_y = _sample_positions(boxes_norm[:, 0], boxes_norm[:, 2], height, crop_h)  # [K, CH]
-    pos_x = _sample_positions(boxes_norm[:, 1], boxes_norm[:, 3], width, crop_w)  # [K, CW]
-    valid_y = (pos_y >= 0) & (pos_y <= height - 1)  # [K, CH]
-    valid_x = (pos_x >= 0) & (pos_x <= width - 1)  # [K, CW]
-    valid = (valid_y[:, :, None] & valid_x[:, None, :])[..., None]  # [K, CH, CW, 1]
-    first_pixel = box_indices * (height * width)  # [K] row of pixel (b, 0, 0)
-
-    def gather(sl: slice, y: Tensor, x: Tensor) -> Tensor:
-        """Pixels (y, x) of each box's image: y [k, CH] and x [k, CW] -> [k, CH, CW, C]."""
-        index = first_pixel[sl, None, None] + y[:, :, None] * width + x[:, None, :]  # [k, CH, CW]
-        return pixels.index_select(0, index.reshape(-1)).view(*index.shape, channels).to(compute_dtype)
-
-    num_boxes = boxes_norm.shape[0]
-    # A chunk at least the size of the map: each chunk's backward scatters into a map-sized gradient, so
-    # smaller chunks would cost more in backward than they save; peak memory stays a few maps' worth.
-    chunk = max(1, max(_CHUNK_ELEMENTS, image.numel()) // max(crop_h * crop_w * channels, 1))
-    crops = []
-    for start in range(0, max(num_boxes, 1), chunk):
-        sl = slice(start, start + chunk)
-        if method == "nearest":
-            out = gather(sl, _round_half_away(pos_y[sl], height), _round_half_away(pos_x[sl], width))  # [k, CH, CW, C]
-        else:
-            top, bottom, y_lerp = _floor_ceil_lerp(pos_y[sl], height)  # [k, CH] each
-            left, right, x_lerp = _floor_ceil_lerp(pos_x[sl], width)  # [k, CW] each
-            x_lerp = x_lerp[:, None, :, None].to(compute_dtype)  # [k, 1, CW, 1]
-            y_lerp = y_lerp[:, :, None, None].to(compute_dtype)  # [k, CH, 1, 1]
-            top_left, top_right = gather(sl, top, left), gather(sl, top, right)  # [k, CH, CW, C] each
-            bottom_left, bottom_right = gather(sl, bottom, left), gather(sl, bottom, right)  # [k, CH, CW, C] each
-            # TF's exact expression: lerp along x on the top and bottom rows, then along y.
-            # a + (b - a) * w with TF's roundings (torch.lerp and addcmul round differently); the in-place
-            # add only saves an allocation.
-            upper = ((top_right - top_left) * x_lerp).add_(top_left)  # [k, CH, CW, C]
-            lower = ((bottom_right - bottom_left) * x_lerp).add_(bottom_left)  # [k, CH, CW, C]
-            out = ((lower - upper) * y_lerp).add_(upper)  # [k, CH, CW, C]
-        crops.append(out.masked_fill_(~valid[sl], extrapolation_value).to(image.dtype))  # [k, CH, CW, C]
-    crops_nhwc = crops[0] if len(crops) == 1 else torch.cat(crops)  # [K, CH, CW, C]
-    return crops_nhwc.permute(0, 3, 1, 2)  # [K, C, CH, CW]
+    _check_op_args(image, boxes, box_indices, crop_height, crop_width, method)
+    _check_values(image, boxes, box_indices, crop_height, crop_width)
+    return _kernel.crop_and_resize_forward(
+        image, boxes.float(), box_indices.long(), crop_height, crop_width, method.lower(), extrapolation_value
+    )
 
 
-def _floor_ceil_lerp(pos: Tensor, size: int) -> tuple[Tensor, Tensor, Tensor]:
-    """floorf / ceilf indices (clamped into the image so that invalid samples still index safely) and
-    the lerp weight ``pos - floor(pos)``; all [k, n]."""
-    low = pos.floor()
-    lerp = pos - low
-    low_index = low.clamp(0, size - 1).long()
-    high_index = pos.ceil().clamp(0, size - 1).long()
-    return low_index, high_index, lerp
+@_crop_and_resize_op.register_fake
+def _crop_and_resize_fake(image, boxes, box_indices, crop_height, crop_width, method, extrapolation_value):
+    _check_op_args(image, boxes, box_indices, crop_height, crop_width, method)
+    if torch.onnx.is_in_onnx_export():  # the dynamo exporter's strict fallback comes here, not to the wrapper
+        raise _onnx_refusal()
+    shape = (boxes.shape[0], image.shape[1], crop_height, crop_width)
+    return image.new_empty(shape).contiguous(memory_format=_kernel.output_format(image))
 
 
-def _round_half_away(pos: Tensor, size: int) -> Tensor:
-    """C's ``roundf`` for the non-negative in-range positions (2.5 -> 3), clamped into the image.
+@torch.library.custom_op("roi_lab::_crop_and_resize_backward", mutates_args=())
+def _crop_and_resize_backward_op(
+    grad: Tensor,
+    image: Tensor,
+    boxes: Tensor,
+    box_indices: Tensor,
+    crop_height: int,
+    crop_width: int,
+    method: str,
+    extrapolation_value: float,
+) -> tuple[Tensor, Tensor]:
+    """(grad of image, laid out like the image; grad of boxes as float32)."""
+    grad_image, grad_boxes = _kernel.crop_and_resize_backward(
+        grad, image, boxes.float(), box_indices.long(), crop_height, crop_width, method.lower(), extrapolation_value
+    )
+    return grad_image.contiguous(memory_format=_kernel.output_format(image)), grad_boxes.contiguous()
 
-    ``floor(pos + 0.5)`` would be wrong for 0.49999997 in float32, so the fraction is compared instead.
-    """
-    low = pos.floor()
-    index = low + (pos - low >= 0.5).to(pos.dtype)
-    return index.clamp(0, size - 1).long()
+
+@_crop_and_resize_backward_op.register_fake
+def _crop_and_resize_backward_fake(grad, image, boxes, box_indices, crop_height, crop_width, method,
+                                   extrapolation_value):  # fmt: skip
+    return _like(image), boxes.new_empty(boxes.shape, dtype=torch.float32)
+
+
+@torch.library.custom_op("roi_lab::_crop_and_resize_double_backward", mutates_args=())
+def _crop_and_resize_double_backward_op(
+    grad: Tensor,
+    image: Tensor,
+    boxes: Tensor,
+    box_indices: Tensor,
+    crop_height: int,
+    crop_width: int,
+    method: str,
+    extrapolation_value: float,
+    grad_grad_image: Tensor,
+    grad_grad_boxes: Tensor,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The derivatives of the backward's outputs: (d grad, d image, d boxes), laid out like their inputs."""
+    d_grad, d_image, d_boxes = _kernel.crop_and_resize_double_backward(
+        grad, image, boxes.float(), box_indices.long(), crop_height, crop_width, method.lower(),
+        extrapolation_value, grad_grad_image, grad_grad_boxes,
+    )  # fmt: skip
+    layout = _kernel.output_format
+    return d_grad.contiguous(memory_format=layout(grad)), d_image.contiguous(memory_format=layout(image)), d_boxes
+
+
+@_crop_and_resize_double_backward_op.register_fake
+def _crop_and_resize_double_backward_fake(grad, image, boxes, box_indices, crop_height, crop_width, method,
+                                          extrapolation_value, grad_grad_image, grad_grad_boxes):  # fmt: skip
+    return _like(grad), _like(image), boxes.new_empty(boxes.shape, dtype=torch.float32)
+
+
+def _like(t: Tensor) -> Tensor:
+    """An empty tensor shaped and laid out (contiguous or channels_last) as the real ops return."""
+    return t.new_empty(t.shape).contiguous(memory_format=_kernel.output_format(t))
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    image, boxes, box_indices, *options = inputs  # options: crop_height, crop_width, method, extrapolation
+    ctx.options = tuple(options)
+    ctx.save_for_backward(image, boxes, box_indices)
+
+
+def _backward(ctx, grad: Tensor):
+    image, boxes, box_indices = ctx.saved_tensors
+    needs = ctx.needs_input_grad[:2]
+    if not any(needs):
+        return (None,) * 7
+    grad_image, grad_boxes = torch.ops.roi_lab._crop_and_resize_backward(grad, image, boxes, box_indices, *ctx.options)
+    return grad_image if needs[0] else None, grad_boxes.to(boxes.dtype) if needs[1] else None, *(None,) * 5
+
+
+def _setup_backward_context(ctx, inputs, output) -> None:
+    grad, image, boxes, box_indices, *options = inputs[:8]
+    ctx.options = tuple(options)
+    ctx.save_for_backward(grad, image, boxes, box_indices)
+
+
+def _double_backward(ctx, grad_grad_image: Tensor | None, grad_grad_boxes: Tensor | None):
+    grad, image, boxes, box_indices = ctx.saved_tensors
+    if grad_grad_image is None:
+        grad_grad_image = torch.zeros_like(image)
+    if grad_grad_boxes is None:
+        grad_grad_boxes = torch.zeros(boxes.shape, dtype=torch.float32, device=boxes.device)
+    d_grad, d_image, d_boxes = torch.ops.roi_lab._crop_and_resize_double_backward(
+        grad, image, boxes, box_indices, *ctx.options, grad_grad_image, grad_grad_boxes
+    )
+    return d_grad, d_image, d_boxes.to(boxes.dtype), *(None,) * 5
+
+
+def _third_derivative(ctx, *grads):
+    raise NotSupportedError(
+        "crop_and_resize backward",
+        expected="first and second derivatives (TF registers none beyond the first)",
+        got="a request for a third derivative",
+        fix="stop the gradient at one of the earlier derivatives (e.g. .detach() the gradient penalty's input)",
+    )
+
+
+_crop_and_resize_op.register_autograd(_backward, setup_context=_setup_context)
+_crop_and_resize_backward_op.register_autograd(_double_backward, setup_context=_setup_backward_context)
+_crop_and_resize_double_backward_op.register_autograd(_third_derivative, setup_context=lambda ctx, inputs, output: None)

@@ -1,36 +1,53 @@
-"""ROIAlign in pure PyTorch with the semantics of torchvision's compiled kernel (and mmcv's max mode).
+"""``roi_align``: torchvision's ROIAlign (and mmcv's max mode) as a registered PyTorch op.
 
-The average over a bin's sample grid is separable in y and x, and the out-of-range zeroing is per
-coordinate, so one box's output is ``Ay @ F @ Ax^T`` with small interpolation matrices ``Ay`` [PH, R]
-and ``Ax`` [PW, S]. ``R`` and ``S`` are the distinct feature rows and columns the box's bilinear taps
-touch: the box's window for a small box, the sampled rows only for a large one. The kernel gathers
-those rows x columns of a channels-last copy of the map for a bucket of similar-sized boxes and runs
-two batched matmuls; buckets are sized so that no intermediate exceeds a fixed element budget.
+This module is the registration layer; the numbers come from the private kernel in
+:mod:`roi_lab.ops._roi_align_kernel` (``roi_align_forward`` / ``roi_align_backward``), which it
+calls only from the registered op's real implementations. Here:
+
+- :func:`roi_align`, the public function: validate, normalise (a list of boxes becomes rois), call
+  ``torch.ops.roi_lab.roi_align``;
+- ``roi_lab::roi_align`` and ``roi_lab::_roi_align_backward``, registered with ``torch.library``:
+  fake (meta) implementations for FakeTensor tracing (``torch.compile(fullgraph=True)``,
+  ``torch.export``, the meta device), registered autograd, and a second derivative (avg mode: the
+  backward is linear in its incoming gradient, and its derivative is the forward op itself);
+- the data checks (finite boxes, batch indices, the output budget), which read tensor values and so
+  run only in the real implementation: the same errors in eager mode, never a graph break;
+- ONNX: a ``RoiAlign`` node from both exporters (``dynamo=True`` through ``torch.onnx.ops.symbolic``,
+  ``dynamo=False`` through a registered symbolic);
+- TorchScript (``torch.jit.script(roi_align)`` compiles :func:`_roi_align_script`) and torch.fx (a
+  leaf through ``__torch_function__`` dispatch);
+- :class:`RoIAlign`, the module, like ``torchvision.ops.RoIAlign``.
 """
 
 from __future__ import annotations
 
 import math
+from typing import List, Optional, Union  # noqa: UP035 - TorchScript reads these annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from torch.jit.annotations import BroadcastingList2
+from torch.nn.modules.utils import _pair
 
-from roi_lab.errors import InputValueError, ShapeError, describe
-from roi_lab.ops._checks import check_feature_map, check_finite, check_same_device, pair_size
+from roi_lab.errors import InputValueError, NotSupportedError, ShapeError, describe
+from roi_lab.ops import _roi_align_kernel as _kernel
+from roi_lab.ops._checks import (
+    as_float,
+    as_int,
+    check_feature_map,
+    check_finite,
+    check_output_budget,
+    check_real_dtype,
+    check_same_device,
+    pair_size,
+)
+from roi_lab.ops._library import dispatch_torch_function, onnx_dynamo_exporting, onnx_error, tensor_args
 
-__all__ = ["roi_align"]
+__all__ = ["roi_align", "RoIAlign"]
 
-# Budget, in elements, for one bucket's intermediates (gathered windows + partial products, one
-# reused buffer), and for one channel block of the channels-last copy of the map (no copy when the
-# input is channels_last). The extra memory beyond the output and the small per-box plan is about
-# (_BUCKET_ELEMENTS + _MAP_BLOCK_ELEMENTS) elements; a single box whose window exceeds the bucket
-# budget gets a bucket of its own, at most one map block's worth of channels.
-_BUCKET_ELEMENTS = 1 << 22
-_MAP_BLOCK_ELEMENTS = 1 << 23
-# Boxes are planned in groups so that the [K, P, M] interpolation matrices stay within this many
-# elements, and an adaptive grid may ask for at most this many samples per box and axis.
-_GEOMETRY_ELEMENTS = 1 << 21
-_MAX_SAMPLES_PER_AXIS = 1 << 20
+_OP = "roi_align"
+_MODES = ("avg", "max")
+_REAL_BOXES = "real-valued boxes (floating or integer coordinates)"
 
 
 def roi_align(
@@ -47,11 +64,13 @@ def roi_align(
 
     Args:
         input (Tensor[N, C, H, W]): feature map, float16 / bfloat16 / float32 / float64, any memory
-            format (contiguous, non-contiguous, channels_last). Differentiable through autograd.
+            format (contiguous, non-contiguous, channels_last), H and W at least 1. Differentiable
+            through autograd, twice in avg mode.
         boxes (Tensor[K, 5] or list[Tensor[L, 4]]): ``(batch_index, x1, y1, x2, y2)`` rows, or one
             ``(x1, y1, x2, y2)`` tensor per image. Coordinates are in image pixels and are mapped to
-            the map by ``spatial_scale``. Boxes are cast to ``input.dtype`` first, as torchvision
-            requires them to be; no gradient flows to boxes.
+            the map by ``spatial_scale``. Coordinates are cast to ``input.dtype`` first, as
+            torchvision requires them to be; the batch index is read before that cast, exactly. No
+            gradient flows to boxes.
         output_size (int or (PH, PW)): bins per box.
         spatial_scale (float): feature px per image px, ``1 / stride``.
         sampling_ratio (int): samples per bin and axis; ``<= 0`` means adaptive,
@@ -62,8 +81,23 @@ def roi_align(
         mode (str): ``"avg"`` (torchvision) or ``"max"`` (mmcv: the max over the bin's bilinearly
             interpolated samples).
 
+        Integer arguments also take numpy integers, ``spatial_scale`` numpy floats and 0-d
+        tensors, as torchvision does.
+
     Returns:
         Tensor[K, C, PH, PW]: contiguous, in ``input.dtype``.
+
+    Raises:
+        ShapeError: (also an ``AssertionError``, like torchvision's box-shape checks) input not
+            [N, C, H, W] or empty in H / W; boxes not [K, 5] or a list of [L, 4]; a malformed
+            output_size.
+        DTypeError: a non-floating map; bool or complex boxes.
+        InputValueError: NaN/inf boxes; a batch index that is not an integer in [0, N); a size < 1;
+            a non-positive or non-finite spatial_scale; an adaptive grid or an output beyond the
+            stated budgets.
+        DeviceMismatchError: boxes on another device than input.
+        NotSupportedError: (also a ``RuntimeError``) the second derivative of ``mode="max"``; an
+            ONNX export that would not be faithful (see Convention).
 
     Convention:
         - boxes are ``x1, y1, x2, y2`` in image px; feature coordinates are
@@ -78,8 +112,12 @@ def roi_align(
           its CPU kernel crashes).
         - ``mode="max"`` follows mmcv's ``RoIAlign(pool_mode="max")``: the max over interpolated
           samples, gradient to the first maximum. ONNX ``RoiAlign(mode="max")`` instead takes the
-          max over the four weighted corner values of each sample, which differs. A bin with no
-          samples gives 0 (mmcv's CPU kernel writes -10000 there).
+          max over the four weighted corner values of each sample, which differs, so ONNX export
+          refuses ``mode="max"``. A bin with no samples gives 0 (mmcv's CPU kernel writes -10000).
+        - ONNX: ``RoiAlign`` with ``coordinate_transformation_mode`` ``"half_pixel"`` (aligned) or
+          ``"output_half_pixel"`` (legacy), ``sampling_ratio <= 0`` exported as 0 (adaptive). The
+          TorchScript exporter refuses ``aligned=True`` below opset 16 (RoiAlign-10 has no
+          half-pixel mode; torchvision only warns and writes a model half a pixel off).
 
     Batch invariance:
         Not bit-exact. Boxes are grouped into matmul buckets by window size, and a bucket's padded
@@ -95,103 +133,154 @@ def roi_align(
         tensor([[[[ 6.,  7.],
                   [11., 12.]]]])
     """
-    check_feature_map(input, "roi_align")
-    rois = _rois_from_boxes(input, boxes)  # [K, 5] in input.dtype
-    pooled = pair_size(output_size, "roi_align", "output_size")
-    _check_options(spatial_scale, sampling_ratio, mode)
-    return _RoIAlignFunction.apply(input, rois, pooled, float(spatial_scale), int(sampling_ratio), bool(aligned), mode)
+    handled, result = dispatch_torch_function(
+        roi_align, tensor_args(input, boxes), input, boxes, output_size, spatial_scale, sampling_ratio, aligned,
+        mode=mode,
+    )  # fmt: skip
+    if handled:  # a torch.fx proxy or a tensor subclass took the call
+        return result
+    check_feature_map(input, _OP)
+    rois = _rois_from_boxes(input, boxes)  # [K, 5]; its values are checked by the op
+    ph, pw = pair_size(output_size, _OP, "output_size")
+    spatial_scale, sampling_ratio, aligned, mode = _options(spatial_scale, sampling_ratio, aligned, mode)
+    if onnx_dynamo_exporting():
+        return _onnx_node(input, rois, spatial_scale, ph, pw, sampling_ratio, aligned, mode)
+    return torch.ops.roi_lab.roi_align(input, rois, spatial_scale, ph, pw, sampling_ratio, aligned, mode)
+
+
+class RoIAlign(nn.Module):
+    """Drop-in for ``torchvision.ops.RoIAlign`` running on :func:`roi_align` (same arguments, repr and
+    forward; ``mode="max"`` for mmcv's max pooling). Scriptable with ``torch.jit.script``.
+
+    Example:
+        >>> RoIAlign((7, 7), spatial_scale=1 / 16, sampling_ratio=2, aligned=True)
+        RoIAlign(output_size=(7, 7), spatial_scale=0.0625, sampling_ratio=2, aligned=True)
+    """
+
+    def __init__(
+        self,
+        output_size: BroadcastingList2[int],
+        spatial_scale: float,
+        sampling_ratio: int,
+        aligned: bool = False,
+        *,
+        mode: str = "avg",
+    ) -> None:
+        super().__init__()
+        self.output_size = output_size
+        self.spatial_scale = spatial_scale
+        self.sampling_ratio = sampling_ratio
+        self.aligned = aligned
+        self.mode = mode
+
+    def forward(self, input: Tensor, rois: Union[Tensor, List[Tensor]]) -> Tensor:  # noqa: UP006, UP007
+        """Pool ``rois`` (Tensor[K, 5] or list of Tensor[L, 4]) from ``input``: Tensor[K, C, PH, PW]."""
+        return roi_align(
+            input, rois, self.output_size, self.spatial_scale, self.sampling_ratio, self.aligned, mode=self.mode
+        )
+
+    def __repr__(self) -> str:
+        mode = "" if self.mode == "avg" else f", mode={self.mode!r}"
+        return (
+            f"{self.__class__.__name__}(output_size={self.output_size}, spatial_scale={self.spatial_scale}, "
+            f"sampling_ratio={self.sampling_ratio}, aligned={self.aligned}{mode})"
+        )
 
 
 # --------------------------------------------------------------------------------------------------
-# validation and normalisation
+# validation and normalisation (static: types, shapes, dtypes, devices; safe to trace)
 
 
 def _rois_from_boxes(input: Tensor, boxes: Tensor | list[Tensor]) -> Tensor:
-    """Validate ``boxes`` and return them as Tensor[K, 5] in ``input``'s dtype, detached."""
+    """Shape-check ``boxes`` and return them as Tensor[K, 5] (values are checked by the op).
+
+    A list becomes rows whose coordinates are ``b.to(input.dtype)`` (the cast torchvision requires)
+    and whose batch index is exact: the rows are in float32 or wider, never in float16 / bfloat16
+    (bfloat16 holds integers exactly only up to 256, float16 up to 2048).
+    """
     n = input.shape[0]
-    if isinstance(boxes, (list, tuple)):
-        for i, b in enumerate(boxes):
-            if not isinstance(b, Tensor) or b.dim() != 2 or b.shape[1] != 4:
-                raise ShapeError(
-                    "roi_align(boxes=[...])",
-                    expected="a list with one Tensor[L, 4] (x1, y1, x2, y2) per image",
-                    got=f"item {i} is {describe(b)}",
-                    fix="pass one [L, 4] tensor per image, e.g. [boxes_img0, boxes_img1]; use "
-                    "torch.zeros(0, 4) for an image without boxes",
-                )
-        if len(boxes) > n:
-            raise InputValueError(
+    if not isinstance(boxes, (list, tuple)):
+        _check_rois_tensor(input, boxes)
+        return boxes.detach()
+    for i, b in enumerate(boxes):
+        if not isinstance(b, Tensor) or b.dim() != 2 or b.shape[1] != 4:
+            raise ShapeError(
                 "roi_align(boxes=[...])",
-                expected=f"at most N={n} tensors, one per image of input",
-                got=describe(list(boxes)),
-                fix="pass one tensor per image in the batch, in batch order",
+                expected="a list with one Tensor[L, 4] (x1, y1, x2, y2) per image",
+                got=f"item {i} is {describe(b)}",
+                fix="pass one [L, 4] tensor per image, e.g. [boxes_img0, boxes_img1]; use "
+                "torch.zeros(0, 4) for an image without boxes",
             )
-        for b in boxes:
-            check_same_device(input, b, "roi_align", "input", "boxes")
-        if not boxes:
-            return input.new_zeros(0, 5)
-        rois = torch.cat(
-            [
-                torch.cat([torch.full_like(b[:, :1], i, dtype=input.dtype), b.to(input.dtype)], 1)
-                for i, b in enumerate(boxes)
-            ]
+        check_real_dtype(b, "roi_align", "boxes[...]", _REAL_BOXES)
+    if len(boxes) > n:
+        raise InputValueError(
+            "roi_align(boxes=[...])",
+            expected=f"at most N={n} tensors, one per image of input",
+            got=describe(list(boxes)),
+            fix="pass one tensor per image in the batch, in batch order",
         )
-        check_finite(rois[:, 1:], "roi_align", "boxes")
-        return rois.detach()
-    if not isinstance(boxes, Tensor) or boxes.dim() != 2 or boxes.shape[1] != 5:
-        k = boxes.shape[0] if isinstance(boxes, Tensor) and boxes.dim() >= 1 else "K"
+    for b in boxes:
+        check_same_device(input, b, "roi_align", "input", "boxes")
+    if not boxes:
+        return input.new_zeros(0, 5)
+    wide = torch.float64 if input.dtype == torch.float64 or n > 1 << 24 else torch.float32
+    return torch.cat(
+        [torch.cat([torch.full_like(b[:, :1], i, dtype=wide), b.detach().to(input.dtype).to(wide)], 1)
+         for i, b in enumerate(boxes)]
+    )  # fmt: skip
+
+
+def _check_rois_tensor(input: Tensor, rois: Tensor) -> None:
+    """``rois`` must be a real Tensor[K, 5] on ``input``'s device."""
+    if not isinstance(rois, Tensor) or rois.dim() != 2 or rois.shape[1] != 5:
+        k = rois.shape[0] if isinstance(rois, Tensor) and rois.dim() >= 1 else "K"
         fix = "pass boxes as Tensor[K, 5] rows (batch_index, x1, y1, x2, y2) or a list of Tensor[L, 4]"
-        if isinstance(boxes, Tensor) and boxes.dim() == 2 and boxes.shape[1] == 4:
+        if isinstance(rois, Tensor) and rois.dim() == 2 and rois.shape[1] == 4:
             fix = f"add the batch-index column, e.g. torch.cat([torch.zeros({k}, 1), boxes], 1), or pass [boxes]"
-        elif isinstance(boxes, Tensor) and boxes.dim() == 1 and boxes.shape[0] in (4, 5):
+        elif isinstance(rois, Tensor) and rois.dim() == 1 and rois.shape[0] in (4, 5):
             fix = "a single box needs a leading box dimension: boxes[None]" + (
                 ", and a batch index: torch.cat([torch.zeros(1, 1), boxes[None]], 1), or pass [boxes[None]]"
-                if boxes.shape[0] == 4
+                if rois.shape[0] == 4
                 else ""
             )
         raise ShapeError(
             "roi_align(boxes=...)",
             expected="boxes as Tensor[K, 5] (batch_index, x1, y1, x2, y2) or a list of Tensor[L, 4]",
-            got=describe(boxes),
+            got=describe(rois),
             fix=fix,
         )
-    check_same_device(input, boxes, "roi_align", "input", "boxes")
-    check_finite(boxes, "roi_align", "boxes")
-    if boxes.shape[0]:
-        index = boxes[:, 0]
-        bad = (index != index.round()) | (index < 0) | (index >= n)
-        if bool(bad.any()):
-            row = int(bad.nonzero()[0, 0])
-            raise InputValueError(
-                "roi_align(boxes=...)",
-                expected=f"batch indices in column 0 that are integers in [0, {n - 1}] (input has N={n})",
-                got=f"{int(bad.sum())} bad rows, the first is row {row}: {boxes[row].tolist()}",
-                fix="column 0 is the image index in the batch, then x1, y1, x2, y2; check the column "
-                "order and that each box points at an image of this batch",
-            )
-    return boxes.detach().to(input.dtype)
+    check_real_dtype(rois, "roi_align", "boxes", _REAL_BOXES)
+    check_same_device(input, rois, "roi_align", "input", "boxes")
 
 
-def _check_options(spatial_scale: float, sampling_ratio: int, mode: str) -> None:
-    if (
-        isinstance(spatial_scale, bool)
-        or not isinstance(spatial_scale, (int, float))
-        or not (math.isfinite(spatial_scale) and spatial_scale > 0)
-    ):
-        raise InputValueError(
-            "roi_align(spatial_scale=...)",
-            expected="a finite positive float, feature px per image px (1 / stride)",
-            got=describe(spatial_scale),
-            fix="pass spatial_scale=1 / stride, e.g. 1 / 16 for a stride-16 map",
-        )
-    if isinstance(sampling_ratio, bool) or not isinstance(sampling_ratio, int):
+def _options(spatial_scale: object, sampling_ratio: object, aligned: object, mode: object):
+    """(spatial_scale float, sampling_ratio int, aligned bool, mode str), or a clear error."""
+    scale = as_float(spatial_scale)
+    _check_scale(scale, spatial_scale)
+    ratio = as_int(sampling_ratio)
+    if ratio is None:
         raise InputValueError(
             "roi_align(sampling_ratio=...)",
             expected="an int (samples per bin and axis; <= 0 for adaptive)",
             got=describe(sampling_ratio),
             fix="pass e.g. sampling_ratio=2, or sampling_ratio=-1 for adaptive sampling",
         )
-    if mode not in ("avg", "max"):
+    _check_mode(mode)
+    return scale, ratio, bool(aligned), mode
+
+
+def _check_scale(scale: float | None, given: object) -> None:
+    if scale is None or not (math.isfinite(scale) and scale > 0):
+        raise InputValueError(
+            "roi_align(spatial_scale=...)",
+            expected="a finite positive float, feature px per image px (1 / stride)",
+            got=describe(given),
+            fix="pass spatial_scale=1 / stride, e.g. 1 / 16 for a stride-16 map",
+        )
+
+
+def _check_mode(mode: object) -> None:
+    if mode not in _MODES:
         raise InputValueError(
             "roi_align(mode=...)",
             expected='mode "avg" (torchvision) or "max" (mmcv)',
@@ -200,321 +289,295 @@ def _check_options(spatial_scale: float, sampling_ratio: int, mode: str) -> None
         )
 
 
-# --------------------------------------------------------------------------------------------------
-# geometry: per-axis taps and interpolation matrices
-
-
-def _compute_dtype(input: Tensor) -> torch.dtype:
-    """Half-precision maps are interpolated in float32 on the CPU (no fast half matmul there)."""
-    if input.dtype in (torch.float16, torch.bfloat16) and input.device.type == "cpu":
-        return torch.float32
-    return input.dtype
-
-
-def _box_geometry(rois: Tensor, pooled: tuple[int, int], scale: float, sampling_ratio: int, aligned: bool):
-    """Start, bin size and grid per box and axis, rounded exactly like the compiled kernel.
-
-    The kernel computes ``x * spatial_scale - offset`` in double and stores it in the input dtype,
-    then everything else in the input dtype; so do we for float32 and float64 (float64 changes the
-    adaptive grid at boundaries). float16 / bfloat16 boxes (already rounded to that dtype) get their
-    geometry in float32, PyTorch's usual opmath: torchvision's half kernel rounds every step to half,
-    which moves samples by up to 1/128 px near x = 10 and flips the in-map test at the border.
-    """
-    dtype = torch.float32 if rois.dtype in (torch.float16, torch.bfloat16) else rois.dtype
-    offset = 0.5 if aligned else 0.0
-    coords = (rois[:, 1:].double() * scale - offset).to(dtype)  # [K, 4] x1 y1 x2 y2, feature px
-    start = torch.stack([coords[:, 1], coords[:, 0]])  # [2, K] (y, x)
-    size = torch.stack([coords[:, 3], coords[:, 2]]) - start  # [2, K]
-    if not aligned:
-        size = size.clamp_min(1.0)
-    bins = torch.tensor(pooled, dtype=dtype, device=rois.device)[:, None]  # [2, 1]
-    bin_size = size / bins  # [2, K]
-    if sampling_ratio > 0:
-        grid = torch.full_like(bin_size, sampling_ratio, dtype=torch.long)  # [2, K]
-    else:
-        grid = torch.ceil(size / bins).long()  # [2, K]
-    return start, bin_size, grid
-
-
-def _axis_taps(start: Tensor, bin_size: Tensor, grid: Tensor, bins: int, extent: int, n_grid: int, per_sample: bool):
-    """Bilinear taps along one axis.
-
-    Args:
-        start, bin_size (Tensor[K]): in the input dtype. grid (Tensor[K] int64): samples per bin.
-        bins: PH or PW. extent: H or W. n_grid: the largest grid in the group (G).
-        per_sample: False gives the average weights (valid / grid); True gives one row per sample
-            for max mode, padding short grids by repeating their last sample.
-
-    Returns:
-        index (Tensor[K, P, G, 2] int64): feature row/col of the low and high tap.
-        weight (Tensor[K, P, G, 2]): its weight (0 for samples outside [-1, extent] and padding).
-    """
-    dtype = start.dtype
-    device = start.device
-    g = grid.clamp_min(1)  # [K]
-    i = torch.arange(n_grid, device=device)  # [G]
-    i_eff = torch.minimum(i[None, :], g[:, None] - 1) if per_sample else i[None, :].expand(len(g), -1)  # [K, G]
-    p = torch.arange(bins, device=device, dtype=dtype)  # [P]
-    b = bin_size[:, None, None]  # [K, 1, 1]
-    # same operation order as the compiled kernel: (start + p * bin) + ((i + .5) * bin) / grid
-    pos = (start[:, None, None] + p[None, :, None] * b) + ((i_eff[:, None, :].to(dtype) + 0.5) * b) / g[
-        :, None, None
-    ].to(dtype)  # [K, P, G]
-    valid = (pos >= -1.0) & (pos <= extent) & (grid[:, None, None] > 0)  # [K, P, G]
-    if not per_sample:
-        valid &= i[None, None, :] < grid[:, None, None]
-    y = pos.clamp_min(0.0)
-    low = y.floor()
-    last = low >= extent - 1
-    low_i = torch.where(last, extent - 1, low.long())  # [K, P, G]
-    high_i = torch.where(last, extent - 1, low_i + 1)
-    frac = torch.where(last, torch.zeros_like(y), y - low)  # [K, P, G] in the input dtype, like the kernel
-    index = torch.stack([low_i, high_i], -1)  # [K, P, G, 2]
-    weight = torch.stack([1.0 - frac, frac], -1)  # [K, P, G, 2]
-    weight = torch.where(valid[..., None], weight, torch.zeros_like(weight))
-    if not per_sample:
-        weight = weight / g[:, None, None, None].to(weight.dtype)
-    return index, weight
-
-
-def _compact(index: Tensor, weight: Tensor, compute: torch.dtype):
-    """Distinct tapped rows per box and the interpolation matrix onto them.
-
-    Args:
-        index, weight (Tensor[K, P, G, T]): T taps per sample (or G * 2 taps per bin with G = 1).
-
-    Returns:
-        rows (Tensor[K, M] int64): the distinct rows first (sorted), then padding (a repeated row).
-        count (Tensor[K] int64): how many distinct rows each box touches (R).
-        matrix (Tensor[K, P * G', M]): with G' = G for per-sample matrices collapsed by the caller.
-    """
-    k, p, g = index.shape[:3]
-    used = weight != 0  # [K, P, G, 2]
-    flat_index = index.reshape(k, -1)  # [K, M]
-    flat_used = used.reshape(k, -1)
-    fill = torch.where(flat_used, flat_index, torch.full_like(flat_index, 1 << 40)).amin(1, keepdim=True)  # [K, 1]
-    fill = torch.where(fill == 1 << 40, torch.zeros_like(fill), fill)
-    flat_index = torch.where(flat_used, flat_index, fill)  # unused taps point at a used row
-    ordered, order = flat_index.sort(1)  # [K, M]
-    new = torch.ones_like(ordered, dtype=torch.bool)
-    new[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
-    slot_sorted = new.long().cumsum(1) - 1  # [K, M] slot of each sorted tap
-    count = slot_sorted[:, -1] + 1  # [K]
-    rows = fill.expand(k, flat_index.shape[1]).clone().scatter_(1, slot_sorted, ordered)  # [K, M]
-    slot = torch.empty_like(slot_sorted).scatter_(1, order, slot_sorted)  # [K, M] slot of each tap
-    matrix = torch.zeros(k, p * g, flat_index.shape[1], dtype=compute, device=index.device)
-    matrix.scatter_add_(2, slot.view(k, p * g, -1), weight.reshape(k, p * g, -1).to(compute))  # [K, P*G, M]
-    return rows, count, matrix
+def _check_op_args(input: Tensor, rois: Tensor, spatial_scale: float, ph: int, pw: int, mode: str) -> None:
+    """The static checks of the op itself: the wrapper made them already, but TorchScript and direct
+    ``torch.ops.roi_lab.roi_align`` calls come here without it."""
+    check_feature_map(input, _OP)
+    _check_rois_tensor(input, rois)
+    pair_size((ph, pw), _OP, "output_size")
+    _check_scale(spatial_scale, spatial_scale)
+    _check_mode(mode)
 
 
 # --------------------------------------------------------------------------------------------------
-# the kernel
+# data checks (read tensor values: only in the op's real implementation)
 
 
-def _ladder(limit: int, device) -> Tensor:
-    """Window sizes 1, 2, 3, 4, 6, 8, then steps of about 4/3, up to ``limit``."""
-    steps = [1, 2, 3, 4, 6, 8]
-    while steps[-1] < limit:
-        steps.append(math.ceil(steps[-1] * 4 / 3))
-    return torch.tensor(steps, device=device)
-
-
-class _Plan:
-    """Everything the forward and backward passes share: per bucket of boxes, the gathered rows and
-    columns and the interpolation matrices."""
-
-    def __init__(self, input: Tensor, rois: Tensor, pooled, scale, sampling_ratio, aligned, mode):
-        n, c, h, w = input.shape
-        self.shape = (n, c, h, w)
-        self.pooled = pooled
-        self.compute = _compute_dtype(input)
-        self.mode = mode
-        per_sample = mode == "max"
-        start, bin_size, grid = _box_geometry(rois, pooled, scale, sampling_ratio, aligned)  # [2, K] each
-        batch = rois[:, 0].long()  # [K]
-        k = rois.shape[0]
-        self.buckets: list[tuple] = []  # (ids, flat_index [Kc, R, S], ay [Kc, PH(*G), R], ax [Kc, PW(*G), S], gy, gx)
-        if k == 0:
-            return
-        grid_max = grid.clamp_min(1).amax(1).tolist()  # [2] (G_y, G_x)
-        if max(pooled[0] * grid_max[0], pooled[1] * grid_max[1]) > _MAX_SAMPLES_PER_AXIS:
-            row = int((grid * torch.tensor(pooled, device=grid.device)[:, None]).amax(0).argmax())
+def _checked_rois(input: Tensor, rois: Tensor) -> tuple[Tensor, Tensor]:
+    """Finite rows with an integer batch index in [0, N), checked in the rois' own dtype (which holds
+    the index exactly); returns (batch Tensor[K] int64, boxes Tensor[K, 4] in ``input.dtype``)."""
+    n = input.shape[0]
+    check_finite(rois, "roi_align", "boxes")
+    if rois.shape[0]:
+        index = rois[:, 0]
+        bad = (index < 0) | (index >= n)
+        if rois.is_floating_point():
+            bad |= index != index.round()
+        if bool(bad.any()):
+            row = int(bad.nonzero()[0, 0])
             raise InputValueError(
-                "roi_align(boxes=..., sampling_ratio=...)",
-                expected=f"adaptive sampling grids of at most {_MAX_SAMPLES_PER_AXIS} samples per box and axis",
-                got=f"box {row} {rois[row].tolist()} spans {max(grid_max)} samples per bin at spatial_scale={scale}",
-                fix="check that the boxes are in image px and spatial_scale is 1 / stride, or pass a fixed "
-                "sampling_ratio, e.g. 2",
+                "roi_align(boxes=...)",
+                expected=f"batch indices in column 0 that are integers in [0, {n - 1}] (input has N={n})",
+                got=f"{int(bad.sum())} bad rows, the first is row {row}: {rois[row].tolist()}",
+                fix="column 0 is the image index in the batch, then x1, y1, x2, y2; check the column "
+                "order and that each box points at an image of this batch",
             )
-        taps_per_box = max(pooled[0] * grid_max[0], pooled[1] * grid_max[1]) * 2 * max(pooled)
-        group = max(1, _GEOMETRY_ELEMENTS // taps_per_box)
-        for g0 in range(0, k, group):
-            sl = slice(g0, min(k, g0 + group))
-            gy, gx = (grid_max[0], grid_max[1])
-            iy, wy = _axis_taps(start[0, sl], bin_size[0, sl], grid[0, sl], pooled[0], h, gy, per_sample)
-            ix, wx = _axis_taps(start[1, sl], bin_size[1, sl], grid[1, sl], pooled[1], w, gx, per_sample)
-            if not per_sample:  # average over the grid: sum the per-sample rows of each bin
-                rows_y, ny, ay = _compact(
-                    iy.reshape(iy.shape[0], pooled[0], 1, -1), wy.reshape(wy.shape[0], pooled[0], 1, -1), self.compute
-                )
-                rows_x, nx, ax = _compact(
-                    ix.reshape(ix.shape[0], pooled[1], 1, -1), wx.reshape(wx.shape[0], pooled[1], 1, -1), self.compute
-                )
-                gy = gx = 1
-            else:
-                rows_y, ny, ay = _compact(iy, wy, self.compute)  # ay [Kg, PH*Gy, M]
-                rows_x, nx, ax = _compact(ix, wx, self.compute)
-            self._bucket(batch[sl], g0, rows_y, ny, ay, rows_x, nx, ax, gy, gx)
-
-    def _bucket(self, batch, offset, rows_y, ny, ay, rows_x, nx, ax, gy, gx):
-        """Group boxes by window shape (R, S), each rounded up a ~4/3 ladder so that a bucket pads
-        little in either axis, and cut the groups into buckets within the element budget."""
-        n, c, h, w = self.shape
-        ph, pw = self.pooled
-        cb = self.channel_block()
-        ladder = _ladder(max(h, w) * 2 + 2, ny.device)
-        key_y = torch.bucketize(ny, ladder)  # [K] ladder step of R
-        key_x = torch.bucketize(nx, ladder)  # [K] ladder step of S
-        order = (key_y * len(ladder) + key_x).argsort(stable=True)
-        keys = (key_y * len(ladder) + key_x)[order].tolist()
-        ny_l, nx_l = ny[order].tolist(), nx[order].tolist()
-        start, r_max, s_max = 0, 0, 0
-        cuts = []
-        for j, (r, s) in enumerate(zip(ny_l, nx_l, strict=True)):
-            r2, s2 = max(r_max, r), max(s_max, s)
-            per_box = (r2 * s2 + ph * gy * s2 + ph * gy * pw * gx) * cb
-            if j > start and (keys[j] != keys[j - 1] or (j - start + 1) * per_box > _BUCKET_ELEMENTS):
-                cuts.append((start, j, r_max, s_max))
-                start, r2, s2 = j, r, s
-            r_max, s_max = r2, s2
-        cuts.append((start, len(ny_l), r_max, s_max))
-        for a, b, r, s in cuts:
-            sel = order[a:b]
-            ry = rows_y[sel, :r]  # [Kc, R]
-            rx = rows_x[sel, :s]  # [Kc, S]
-            flat = (batch[sel, None, None] * h + ry[:, :, None]) * w + rx[:, None, :]  # [Kc, R, S]
-            self.buckets.append((sel + offset, flat, ay[sel, :, :r], ax[sel, :, :s], gy, gx))
-
-    def shapes(self):
-        """(Kc, R, S), GY, GX of every bucket."""
-        return [(tuple(b[1].shape), b[4], b[5]) for b in self.buckets]
-
-    def channel_block(self) -> int:
-        n, c, h, w = self.shape
-        return max(1, min(c, _MAP_BLOCK_ELEMENTS // max(1, n * h * w)))
+    boxes = rois[:, 1:].to(input.dtype)  # the cast torchvision requires; it can overflow half precision
+    if boxes.numel() and not bool(torch.isfinite(boxes).all()):
+        row = int((~torch.isfinite(boxes)).nonzero()[0, 0])
+        limit = torch.finfo(input.dtype).max
+        raise InputValueError(
+            "roi_align(boxes=...)",
+            expected=f"coordinates that {input.dtype} (the map's dtype, which boxes are cast to) can hold: "
+            f"|x| <= {limit:g}",
+            got=f"row {row}: {rois[row].tolist()}",
+            fix="check that the boxes are in image px (not scaled up twice), or pool from a float32 map",
+        )
+    return rois[:, 0].long(), boxes
 
 
-def _channels_last_blocks(input: Tensor, cb: int):
-    """Yield (channel slice, Tensor[N*H*W, Cb]) views or copies of the map, channels last."""
-    n, c, h, w = input.shape
-    for c0 in range(0, c, cb):
-        block = input[:, c0 : c0 + cb].permute(0, 2, 3, 1)  # [N, H, W, Cb], a view
-        yield slice(c0, c0 + cb), block.contiguous().view(n * h * w, block.shape[3])  # copy unless channels last
+# --------------------------------------------------------------------------------------------------
+# the registered ops
 
 
-class _Workspace:
-    """One flat buffer, sized for the largest bucket and carved into that bucket's intermediates, so
-    that buckets neither page-fault fresh memory nor hold more than one bucket's worth."""
-
-    def __init__(self, plan: _Plan, cb: int, dtype: torch.dtype, device: torch.device) -> None:
-        ph, pw = plan.pooled
-        size = max(kc * (r * s + ph * gy * s + ph * gy * pw * gx) * cb for (kc, r, s), gy, gx in plan.shapes())
-        self.buffer = torch.empty(size, dtype=dtype, device=device)
-
-    def carve(self, *shapes: tuple[int, ...]) -> list[Tensor]:
-        views, at = [], 0
-        for shape in shapes:
-            size = math.prod(shape)
-            views.append(self.buffer[at : at + size].view(shape))
-            at += size
-        return views
-
-
-def _forward(input: Tensor, plan: _Plan) -> Tensor:
-    """Per channel block and bucket: gather the windows, contract rows, then columns.
-
-    Both contractions are single ``bmm`` calls whose result is already in the output's layout."""
-    n, c, h, w = plan.shape
-    ph, pw = plan.pooled
-    k = sum(len(b[0]) for b in plan.buckets)
-    out = input.new_empty((k, c, ph, pw))
-    argmax = []
-    if not plan.buckets:
-        return out
-    ws = _Workspace(plan, plan.channel_block(), plan.compute, input.device)
-    for cs, feat in _channels_last_blocks(input, plan.channel_block()):  # feat [N*H*W, Cb]
-        cb = feat.shape[1]
-        for ids, flat, ay, ax, gy, gx in plan.buckets:
-            kc, r, s = flat.shape
-            windows, rows, vals = ws.carve((kc * r * s, cb), (kc, s * cb, ph * gy), (kc, cb * ph * gy, pw * gx))
-            if plan.compute == input.dtype:
-                torch.index_select(feat, 0, flat.view(-1), out=windows)  # [Kc*R*S, Cb]
-            else:
-                windows.copy_(feat.index_select(0, flat.view(-1)))
-            torch.bmm(windows.view(kc, r, s * cb).transpose(1, 2), ay.transpose(1, 2), out=rows)  # [Kc, S*Cb, PH*GY]
-            rows = rows.view(kc, s, cb * ph * gy).transpose(1, 2)  # [Kc, Cb*PH*GY, S]
-            torch.bmm(rows, ax.transpose(1, 2), out=vals)  # [Kc, Cb*PH*GY, PW*GX]
-            if plan.mode == "max":
-                # first maximum in (iy, ix) order, as mmcv's strict ">" scan
-                vals, ix = vals.view(kc, cb, ph, gy, pw, gx).max(5)  # [Kc, Cb, PH, GY, PW]
-                vals, iy = vals.max(3)  # [Kc, Cb, PH, PW]
-                argmax.append((iy, ix.gather(3, iy[:, :, :, None]).squeeze(3)))  # [Kc, Cb, PH, PW] each
-            out[:, cs].index_copy_(0, ids, vals.view(kc, cb, ph, pw).to(out.dtype))
-    plan.argmax = argmax
-    return out
+@torch.library.custom_op("roi_lab::roi_align", mutates_args=())
+def _roi_align_op(
+    input: Tensor,
+    rois: Tensor,
+    spatial_scale: float,
+    pooled_height: int,
+    pooled_width: int,
+    sampling_ratio: int,
+    aligned: bool,
+    mode: str,
+) -> Tensor:
+    _check_op_args(input, rois, spatial_scale, pooled_height, pooled_width, mode)
+    batch, boxes = _checked_rois(input, rois)
+    check_output_budget(
+        (rois.shape[0], input.shape[1], pooled_height, pooled_width), _OP, "pool fewer boxes per call"
+    )
+    pooled = (pooled_height, pooled_width)
+    return _kernel.roi_align_forward(input, batch, boxes, pooled, spatial_scale, sampling_ratio, aligned, mode)
 
 
-def _backward(grad_out: Tensor, plan: _Plan, dtype: torch.dtype, channels_last: bool) -> Tensor:
-    """The transposed contractions, accumulated into a channels-last gradient block with ``index_add_``."""
-    n, c, h, w = plan.shape
-    ph, pw = plan.pooled
+@_roi_align_op.register_fake
+def _roi_align_fake(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned, mode):
+    _check_op_args(input, rois, spatial_scale, pooled_height, pooled_width, mode)
+    if mode == "max" and torch.onnx.is_in_onnx_export():  # the dynamo exporter's strict fallback comes here
+        raise _onnx_max_error()
+    return input.new_empty((rois.shape[0], input.shape[1], pooled_height, pooled_width))
+
+
+@torch.library.custom_op("roi_lab::_roi_align_backward", mutates_args=())
+def _roi_align_backward_op(
+    grad: Tensor,
+    rois: Tensor,
+    spatial_scale: float,
+    pooled_height: int,
+    pooled_width: int,
+    sampling_ratio: int,
+    aligned: bool,
+    mode: str,
+    batch_size: int,
+    channels: int,
+    height: int,
+    width: int,
+    channels_last: bool,
+    input: Optional[Tensor],  # noqa: UP045 - torch.library reads this annotation
+) -> Tensor:
+    """The gradient of the input: rois as the forward got them (already checked there); ``input`` only
+    for ``mode="max"``, whose winning samples are recomputed."""
+    batch, boxes = rois[:, 0].long(), rois[:, 1:].to(grad.dtype)
+    return _kernel.roi_align_backward(
+        grad, batch, boxes, (batch_size, channels, height, width), channels_last, (pooled_height, pooled_width),
+        spatial_scale, sampling_ratio, aligned, mode, input,
+    )  # fmt: skip
+
+
+@_roi_align_backward_op.register_fake
+def _roi_align_backward_fake(grad, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned, mode,
+                             batch_size, channels, height, width, channels_last, input):  # fmt: skip
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    grad_in = torch.empty(plan.shape, dtype=dtype, device=grad_out.device, memory_format=memory_format)
-    cb_size = plan.channel_block()
-    ws = _Workspace(plan, cb_size, plan.compute, grad_out.device) if plan.buckets else None
-    step = 0
-    for c0 in range(0, c, cb_size):
-        cs = slice(c0, min(c, c0 + cb_size))
-        cb = cs.stop - cs.start
-        acc = torch.zeros(n * h * w, cb, dtype=plan.compute, device=grad_out.device)  # [N*H*W, Cb]
-        for ids, flat, ay, ax, gy, gx in plan.buckets:
-            kc, r, s = flat.shape
-            windows, rows, g = ws.carve((kc, r, s * cb), (kc, s, cb * ph * gy), (kc, cb, ph, pw))
-            if grad_out.dtype == plan.compute:
-                torch.index_select(grad_out[:, cs], 0, ids, out=g)  # [Kc, Cb, PH, PW]
-            else:
-                g.copy_(grad_out[:, cs].index_select(0, ids))
-            if plan.mode == "max":
-                iy, ix = plan.argmax[step]  # route each bin's gradient to its winning sample
-                g = g.new_zeros(kc, cb, ph, gy, pw).scatter_(3, iy[:, :, :, None], g[:, :, :, None])
-                where = ix[:, :, :, None, :, None].expand(kc, cb, ph, gy, pw, 1)
-                g = g.new_zeros(kc, cb, ph, gy, pw, gx).scatter_(5, where, g[..., None])
-            step += 1
-            g = g.reshape(kc, cb * ph * gy, pw * gx)  # [Kc, Cb*PH*GY, PW*GX]
-            torch.bmm(ax.transpose(1, 2), g.transpose(1, 2), out=rows)  # [Kc, S, Cb*PH*GY]
-            rows = rows.view(kc, s * cb, ph * gy).transpose(1, 2)  # [Kc, PH*GY, S*Cb]
-            torch.bmm(ay.transpose(1, 2), rows, out=windows)  # [Kc, R, S*Cb]
-            acc.index_add_(0, flat.view(-1), windows.view(-1, cb))
-        grad_in[:, cs] = acc.view(n, h, w, cb).permute(0, 3, 1, 2)
-    return grad_in
+    return grad.new_empty((batch_size, channels, height, width)).contiguous(memory_format=memory_format)
 
 
-def _is_channels_last(input: Tensor) -> bool:
-    return input.is_contiguous(memory_format=torch.channels_last) and not input.is_contiguous()
+def _setup_context(ctx, inputs, output) -> None:
+    input, rois, *options = inputs  # options: spatial_scale, pooled_height, pooled_width, ratio, aligned, mode
+    ctx.options = tuple(options)
+    ctx.shape = tuple(input.shape)
+    ctx.channels_last = _kernel.is_channels_last(input)
+    ctx.save_for_backward(rois, input if options[-1] == "max" else None)
 
 
-class _RoIAlignFunction(torch.autograd.Function):
-    """Forward and backward over the same plan; the backward is the transposed matmuls plus an
-    ``index_add_`` into a channels-last gradient block, so nothing is saved but the plan."""
+def _backward(ctx, grad: Tensor):
+    rois, input = ctx.saved_tensors
+    grad_input = None
+    if ctx.needs_input_grad[0]:
+        grad_input = torch.ops.roi_lab._roi_align_backward(
+            grad, rois, *ctx.options, *ctx.shape, ctx.channels_last, input
+        )
+    return (grad_input,) + (None,) * 7
 
-    @staticmethod
-    def forward(ctx, input, rois, pooled, scale, sampling_ratio, aligned, mode):
-        plan = _Plan(input, rois, pooled, scale, sampling_ratio, aligned, mode)
-        ctx.plan, ctx.dtype, ctx.channels_last = plan, input.dtype, _is_channels_last(input)
-        return _forward(input, plan)
 
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_out):
-        grad_in = _backward(grad_out, ctx.plan, ctx.dtype, ctx.channels_last)
-        return grad_in, None, None, None, None, None, None
+def _setup_backward_context(ctx, inputs, output) -> None:
+    _, rois, *options = inputs[:8]
+    ctx.options = tuple(options)
+    ctx.save_for_backward(rois)
+
+
+def _double_backward(ctx, grad_grad_input: Tensor):
+    """avg pooling is linear in the map, so its backward is linear in the incoming gradient, with the
+    forward op as derivative; it does not depend on the map's values (their second derivative is 0)."""
+    if ctx.options[-1] == "max":
+        raise NotSupportedError(
+            "roi_align(mode='max') backward",
+            expected="a first derivative only: the max picks one sample per bin, so the second derivative "
+            "is zero almost everywhere and undefined where two samples tie, and roi_lab does not compute it",
+            got="a request for the second derivative (create_graph=True, gradgradcheck, a gradient penalty)",
+            fix='use mode="avg", whose second derivative is supported, or stop the gradient at the pooled '
+            "features",
+        )
+    (rois,) = ctx.saved_tensors
+    grad_grad = None
+    if ctx.needs_input_grad[0]:
+        grad_grad = torch.ops.roi_lab.roi_align(grad_grad_input, rois, *ctx.options)
+    return (grad_grad,) + (None,) * 13
+
+
+_roi_align_op.register_autograd(_backward, setup_context=_setup_context)
+_roi_align_backward_op.register_autograd(_double_backward, setup_context=_setup_backward_context)
+
+
+# --------------------------------------------------------------------------------------------------
+# ONNX
+
+
+def _onnx_node(input: Tensor, rois: Tensor, spatial_scale, ph, pw, sampling_ratio, aligned, mode) -> Tensor:
+    """``torch.onnx.export(..., dynamo=True)``: an ONNX RoiAlign-16 node in place of the op (the
+    exporter keeps opset 18 or later for it: it cannot convert RoiAlign-16 to older opsets)."""
+    _check_op_args(input, rois, spatial_scale, ph, pw, mode)
+    if mode == "max":
+        raise _onnx_max_error()
+    return torch.onnx.ops.symbolic(
+        "RoiAlign",
+        (input, rois[:, 1:].to(input.dtype), rois[:, 0].to(torch.int64)),
+        _onnx_attributes(spatial_scale, ph, pw, sampling_ratio, aligned),
+        dtype=input.dtype,
+        shape=(rois.shape[0], input.shape[1], ph, pw),
+        version=16,
+    )
+
+
+def _onnx_attributes(spatial_scale: float, ph: int, pw: int, sampling_ratio: int, aligned: bool) -> dict:
+    return dict(
+        coordinate_transformation_mode="half_pixel" if aligned else "output_half_pixel",
+        mode="avg",
+        output_height=ph,
+        output_width=pw,
+        sampling_ratio=max(sampling_ratio, 0),  # ONNX's adaptive grid is 0; torchvision's is any <= 0
+        spatial_scale=spatial_scale,
+    )
+
+
+def _onnx_max_error() -> NotSupportedError:
+    return onnx_error(
+        "roi_align(mode='max')",
+        expected='mode="avg": ONNX RoiAlign(mode="max") takes the max over the four weighted corner values of '
+        "each sample, not over the interpolated samples as roi_align(mode='max') (mmcv) does, so the exported "
+        "model would compute something else",
+        got="mode='max'",
+        fix='export a model that pools with mode="avg", or keep the max pooling outside the exported graph',
+    )
+
+
+def onnx_translation_table() -> dict:
+    """The op's ONNX translation for ``torch.onnx.export(..., custom_translation_table=...)``.
+
+    Only needed where the dynamo exporter meets the registered op itself: when exporting an
+    ``ExportedProgram`` made by ``torch.export.export`` (outside ``torch.onnx.export``), or when the
+    exporter fell back to ``strict=True`` capture. (A module exported with ``torch.onnx.export(model,
+    args)`` needs nothing: :func:`roi_align` emits the ONNX node itself.) Needs onnxscript, as the
+    dynamo exporter does.
+
+    Example::
+
+        ep = torch.export.export(model, (features, rois))
+        torch.onnx.export(ep, custom_translation_table=roi_lab.ops.roi_align.onnx_translation_table())
+    """
+    from onnxscript import opset18 as op
+
+    def roi_align_onnx(input, rois, spatial_scale: float, pooled_height: int, pooled_width: int,
+                       sampling_ratio: int, aligned: bool, mode: str):  # fmt: skip
+        if mode == "max":
+            raise _onnx_max_error()
+        index = op.Cast(op.Squeeze(op.Slice(rois, [0], [1], [1]), [1]), to=7)  # int64 batch index
+        coords = op.CastLike(op.Slice(rois, [1], [5], [1]), input)
+        attributes = _onnx_attributes(spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned)
+        return op.RoiAlign(input, coords, index, **attributes)
+
+    return {torch.ops.roi_lab.roi_align.default: roi_align_onnx}
+
+
+def _onnx_symbolic(g, input, rois, spatial_scale, ph, pw, sampling_ratio, aligned, mode):
+    """``torch.onnx.export(..., dynamo=False)``: the TorchScript exporter's translation of the op."""
+    if mode == "max":
+        raise _onnx_max_error()
+    if g.opset < 10 or (aligned and g.opset < 16):
+        raise onnx_error(
+            f"roi_align(aligned={aligned})",
+            expected="opset_version >= 16 for aligned=True (RoiAlign-16 added coordinate_transformation_mode="
+            "'half_pixel'; RoiAlign-10 always uses the legacy transform, half a pixel off)"
+            if aligned
+            else "opset_version >= 10 (the first opset with RoiAlign)",
+            got=f"opset_version={g.opset}",
+            fix="export with opset_version=17 (any of 16..21), or aligned=False if the model was trained that way"
+            if aligned
+            else "export with opset_version=17 (any of 10..21)",
+        )
+    index = g.op("Cast", g.op("Gather", rois, g.op("Constant", value_t=torch.tensor(0)), axis_i=1), to_i=7)  # int64
+    coords = g.op("Gather", rois, g.op("Constant", value_t=torch.tensor([1, 2, 3, 4])), axis_i=1)
+    coords = g.op("Cast", coords, to_i=torch.onnx.JitScalarType.from_value(input).onnx_type())
+    attributes = _onnx_attributes(spatial_scale, ph, pw, sampling_ratio, aligned)
+    if g.opset < 16:
+        del attributes["coordinate_transformation_mode"]  # RoiAlign-10: always the legacy transform
+    suffixes = dict(coordinate_transformation_mode="s", mode="s", output_height="i", output_width="i",
+                    sampling_ratio="i", spatial_scale="f")  # fmt: skip
+    return g.op("RoiAlign", input, coords, index, **{f"{k}_{suffixes[k]}": v for k, v in attributes.items()})
+
+
+torch.onnx.register_custom_op_symbolic(
+    "roi_lab::roi_align",
+    torch.onnx.symbolic_helper.parse_args("v", "v", "f", "i", "i", "i", "b", "s")(_onnx_symbolic),
+    7,
+)
+
+
+# --------------------------------------------------------------------------------------------------
+# TorchScript
+
+
+def _roi_align_script(
+    input: Tensor,
+    boxes: Union[Tensor, List[Tensor]],  # noqa: UP006, UP007
+    output_size: BroadcastingList2[int],
+    spatial_scale: float = 1.0,
+    sampling_ratio: int = -1,
+    aligned: bool = False,
+    mode: str = "avg",
+) -> Tensor:
+    """What ``torch.jit.script(roi_align)`` compiles (TorchScript has no keyword-only arguments):
+    the same op call, with the op's own checks."""
+    if isinstance(boxes, Tensor):
+        rois = boxes
+    else:
+        wide = torch.float64 if input.dtype == torch.float64 else torch.float32
+        rows = [torch.zeros(0, 5, dtype=wide, device=input.device)]
+        for i, b in enumerate(boxes):
+            torch._assert(b.dim() == 2 and b.size(1) == 4, "roi_align expects a list of Tensor[L, 4] boxes")
+            rows.append(torch.cat([torch.full_like(b[:, :1], i, dtype=wide), b.to(input.dtype).to(wide)], 1))
+        rois = torch.cat(rows)
+    size = _pair(output_size)
+    return torch.ops.roi_lab.roi_align(input, rois, spatial_scale, size[0], size[1], sampling_ratio, aligned, mode)
+
+
+roi_align.__prepare_scriptable__ = lambda: _roi_align_script  # torch.jit.script(roi_align) compiles the twin

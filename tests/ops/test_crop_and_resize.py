@@ -16,7 +16,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import roi_lab.ops.crop_and_resize as car_module
+import roi_lab.ops._crop_and_resize_kernel as car_module
 from roi_lab.errors import DeviceMismatchError, DTypeError, InputValueError, RoiLabError, ShapeError
 from roi_lab.ops.crop_and_resize import crop_and_resize
 

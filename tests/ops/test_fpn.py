@@ -174,3 +174,18 @@ def test_multi_scale_errors():
         multi_scale_roi_align([feats["0"], feats["1"]], [random_boxes(gen, 2)], [(800, 1216)], 7, scales=[0.25])
     with pytest.raises(InputValueError, match="at least one feature map"):
         multi_scale_roi_align([], [random_boxes(gen, 2)], [(800, 1216)], 7)
+
+
+def test_infer_scales_rounds_in_float32_like_torchvision():
+    """infer_scales emulates torchvision's float32 ``torch.tensor(h / H).log2().round()`` in Python, so
+    torch.compile can fold it. Near h / H = 2**(k + 0.5) float32 matters: in float64 the ratio
+    2378 / 3363 (just below 2**-0.5) rounds to the other power of two."""
+    pairs = [(2378, 3363)]
+    for height in range(1, 700):
+        for k in range(-6, 1):
+            centre = height * 2 ** (k + 0.5)
+            pairs += [(h, height) for h in (math.floor(centre), math.ceil(centre)) if h >= 1]
+    for h, height in pairs:
+        expected = 2 ** float(torch.tensor(float(h) / float(height)).log2().round())  # torchvision's _infer_scale
+        assert infer_scales([torch.zeros(1, 1, h, 1)], [(height, 1)]) == [expected], (h, height)
+    assert 2 ** round(math.log2(2378 / 3363)) != infer_scales([torch.zeros(1, 1, 2378, 1)], [(3363, 1)])[0]

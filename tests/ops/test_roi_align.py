@@ -11,7 +11,7 @@ import torchvision
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import roi_lab.ops.roi_align as roi_align_module
+import roi_lab.ops._roi_align_kernel as roi_align_module
 from roi_lab.errors import DeviceMismatchError, DTypeError, InputValueError, ShapeError
 from roi_lab.ops.roi_align import roi_align
 

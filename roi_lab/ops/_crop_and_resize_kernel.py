@@ -1,0 +1,198 @@
+"""The private numeric kernel of ``crop_and_resize``: TensorFlow's ``tf.image.crop_and_resize`` for
+NCHW tensors, vectorised over boxes, in TF's order of float32 operations (bit-exact on the CPU).
+
+No validation, no registration: ``roi_lab.ops.crop_and_resize`` checks the inputs and calls these from
+its registered ops' real implementations:
+
+- :func:`crop_and_resize_forward` (image, boxes, box indices) -> crops;
+- :func:`crop_and_resize_backward`, the gradients of image and boxes: the vector-Jacobian product of
+  the forward, replayed under ``torch.func.vjp`` (the forward's own graph does not cross the op
+  boundary);
+- :func:`crop_and_resize_double_backward`, their derivatives in turn (a vjp of that vjp).
+
+Boxes are processed in chunks, and one box's crop in chunks of rows, so the gathered intermediates stay
+within a few maps' worth of memory whatever the crop size.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["crop_and_resize_forward", "crop_and_resize_backward", "crop_and_resize_double_backward"]
+
+# Elements of one gathered [K_chunk, CH_chunk, CW, C] tensor (at least; see the kernel); it holds ~8 at a time.
+_CHUNK_ELEMENTS = 1 << 18
+
+
+def _sample_positions(lo: Tensor, hi: Tensor, size: int, crop: int) -> Tensor:
+    """Sample coordinates along one axis, in float32 and in TF's order of operations.
+
+    Args:
+        lo (Tensor[K]): y1 (or x1), normalized.
+        hi (Tensor[K]): y2 (or x2), normalized.
+        size (int): H (or W).
+        crop (int): crop_h (or crop_w).
+
+    Returns:
+        Tensor[K, crop]: the pixel coordinate each output row (column) samples.
+    """
+    if crop == 1:
+        return (0.5 * (lo + hi) * (size - 1))[:, None]  # [K, 1]
+    scale = (hi - lo) * (size - 1) / (crop - 1)  # [K]
+    steps = torch.arange(crop, dtype=lo.dtype, device=lo.device)  # [crop]
+    return lo[:, None] * (size - 1) + steps * scale[:, None]  # [K, crop]
+
+
+def _kernel(
+    image: Tensor,
+    boxes_norm: Tensor,
+    box_indices: Tensor,
+    crop_h: int,
+    crop_w: int,
+    method: str,
+    extrapolation_value: float,
+) -> Tensor:
+    """Vectorised over boxes; boxes (and the rows of a large crop) are processed in chunks so the
+    gathered tensors stay bounded. Plain differentiable torch ops: the backward replays it.
+
+    Args:
+        image (Tensor[N, C, H, W]): floating image, H, W >= 1.
+        boxes_norm (Tensor[K, 4]): float32 (y1, x1, y2, x2), finite.
+        box_indices (Tensor[K]): int64 in [0, N).
+
+    Returns:
+        Tensor[K, C, crop_h, crop_w] in image.dtype (a permuted view of a [K, crop_h, crop_w, C] tensor).
+    """
+    batch, channels, height, width = image.shape
+    # One row of C values per pixel; a view for channels_last images, one copy of the map otherwise
+    # (never one per box). Gathering whole rows with index_select runs at memcpy speed.
+    pixels = image.permute(0, 2, 3, 1).reshape(batch * height * width, channels)  # [N*H*W, C]
+    compute_dtype = torch.float64 if image.dtype == torch.float64 else torch.float32
+    # TF computes every position in float32; so do we, in the same order, to land on the same side of
+    # each border and each .5 as TF does.
+    pos_y = _sample_positions(boxes_norm[:, 0], boxes_norm[:, 2], height, crop_h)  # [K, CH]
+    pos_x = _sample_positions(boxes_norm[:, 1], boxes_norm[:, 3], width, crop_w)  # [K, CW]
+    valid_y = (pos_y >= 0) & (pos_y <= height - 1)  # [K, CH]
+    valid_x = (pos_x >= 0) & (pos_x <= width - 1)  # [K, CW]
+    first_pixel = box_indices * (height * width)  # [K] row of pixel (b, 0, 0)
+
+    def gather(sl: slice, y: Tensor, x: Tensor) -> Tensor:
+        """Pixels (y, x) of each box's image: y [k, ch] and x [k, CW] -> [k, ch, CW, C]."""
+        index = first_pixel[sl, None, None] + y[:, :, None] * width + x[:, None, :]  # [k, ch, CW]
+        return pixels.index_select(0, index.reshape(-1)).view(*index.shape, channels).to(compute_dtype)
+
+    num_boxes = boxes_norm.shape[0]
+    # A chunk at least the size of the map: each chunk's backward scatters into a map-sized gradient, so
+    # smaller chunks would cost more in backward than they save; peak memory stays a few maps' worth.
+    # A box whose crop alone exceeds the chunk gets a chunk of its own, cut into row blocks.
+    budget = max(_CHUNK_ELEMENTS, image.numel())
+    per_row = max(crop_w * channels, 1)
+    chunk = max(1, budget // (crop_h * per_row))
+    rows = crop_h if chunk > 1 else max(1, budget // per_row)
+    crops_nhwc = image.new_empty((num_boxes, crop_h, crop_w, channels))  # [K, CH, CW, C]
+    for start in range(0, num_boxes, chunk):
+        sl = slice(start, start + chunk)
+        for r0 in range(0, crop_h, rows):
+            rs = slice(r0, r0 + rows)
+            py, px = pos_y[sl, rs], pos_x[sl]  # [k, ch], [k, CW]
+            if method == "nearest":
+                out = gather(sl, _round_half_away(py, height), _round_half_away(px, width))  # [k, ch, CW, C]
+            else:
+                top, bottom, y_lerp = _floor_ceil_lerp(py, height)  # [k, ch] each
+                left, right, x_lerp = _floor_ceil_lerp(px, width)  # [k, CW] each
+                x_lerp = x_lerp[:, None, :, None].to(compute_dtype)  # [k, 1, CW, 1]
+                y_lerp = y_lerp[:, :, None, None].to(compute_dtype)  # [k, ch, 1, 1]
+                top_left, top_right = gather(sl, top, left), gather(sl, top, right)  # [k, ch, CW, C] each
+                bottom_left, bottom_right = gather(sl, bottom, left), gather(sl, bottom, right)  # [k, ch, CW, C] each
+                # TF's exact expression: lerp along x on the top and bottom rows, then along y.
+                # a + (b - a) * w with TF's roundings (torch.lerp and addcmul round differently); the in-place
+                # add only saves an allocation.
+                upper = ((top_right - top_left) * x_lerp).add_(top_left)  # [k, ch, CW, C]
+                lower = ((bottom_right - bottom_left) * x_lerp).add_(bottom_left)  # [k, ch, CW, C]
+                out = ((lower - upper) * y_lerp).add_(upper)  # [k, ch, CW, C]
+            valid = (valid_y[sl, rs, None] & valid_x[sl, None, :])[..., None]  # [k, ch, CW, 1]
+            crops_nhwc[sl, rs] = out.masked_fill_(~valid, extrapolation_value)  # cast to image.dtype
+    return crops_nhwc.permute(0, 3, 1, 2)  # [K, C, CH, CW]
+
+
+def crop_and_resize_forward(
+    image: Tensor,
+    boxes_norm: Tensor,
+    box_indices: Tensor,
+    crop_h: int,
+    crop_w: int,
+    method: str,
+    extrapolation_value: float,
+) -> Tensor:
+    """The crops, on checked inputs (see :func:`_kernel`), laid out like ``image``: Tensor[K, C, CH, CW],
+    channels_last for a channels_last image, else contiguous."""
+    crops = _kernel(image, boxes_norm, box_indices, crop_h, crop_w, method, extrapolation_value)
+    return crops.contiguous(memory_format=output_format(image))
+
+
+def output_format(image: Tensor) -> torch.memory_format:
+    """The layout of the crops (and of gradients of ``image``-like tensors): channels_last for a
+    channels_last (and not also contiguous) tensor, else contiguous."""
+    channels_last = image.is_contiguous(memory_format=torch.channels_last) and not image.is_contiguous()
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def crop_and_resize_backward(
+    grad: Tensor,
+    image: Tensor,
+    boxes_norm: Tensor,
+    box_indices: Tensor,
+    crop_h: int,
+    crop_w: int,
+    method: str,
+    extrapolation_value: float,
+) -> tuple[Tensor, Tensor]:
+    """(grad of image Tensor[N, C, H, W], grad of boxes Tensor[K, 4] float32) for the crops' gradient
+    ``grad``: the vector-Jacobian product of :func:`_kernel`, by ``torch.func.vjp`` (which, unlike
+    ``torch.autograd``, also records inside a registered op's implementation)."""
+    _, vjp = torch.func.vjp(
+        lambda im, bx: _kernel(im, bx, box_indices, crop_h, crop_w, method, extrapolation_value), image, boxes_norm
+    )
+    return vjp(grad)
+
+
+def crop_and_resize_double_backward(
+    grad: Tensor,
+    image: Tensor,
+    boxes_norm: Tensor,
+    box_indices: Tensor,
+    crop_h: int,
+    crop_w: int,
+    method: str,
+    extrapolation_value: float,
+    grad_grad_image: Tensor,
+    grad_grad_boxes: Tensor,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The derivatives of the backward's (grad_image, grad_boxes) against cotangents (grad_grad_image,
+    grad_grad_boxes): (d grad Tensor[K, C, CH, CW], d image Tensor[N, C, H, W], d boxes Tensor[K, 4])."""
+    args = (crop_h, crop_w, method, extrapolation_value)
+    _, vjp = torch.func.vjp(
+        lambda g, im, bx: crop_and_resize_backward(g, im, bx, box_indices, *args), grad, image, boxes_norm
+    )
+    return vjp((grad_grad_image, grad_grad_boxes))
+
+
+def _floor_ceil_lerp(pos: Tensor, size: int) -> tuple[Tensor, Tensor, Tensor]:
+    """floorf / ceilf indices (clamped into the image so that invalid samples still index safely) and
+    the lerp weight ``pos - floor(pos)``; all [k, n]."""
+    low = pos.floor()
+    lerp = pos - low
+    low_index = low.clamp(0, size - 1).long()
+    high_index = pos.ceil().clamp(0, size - 1).long()
+    return low_index, high_index, lerp
+
+
+def _round_half_away(pos: Tensor, size: int) -> Tensor:
+    """C's ``roundf`` for the non-negative in-range positions (2.5 -> 3), clamped into the image.
+
+    ``floor(pos + 0.5)`` would be wrong for 0.49999997 in float32, so the fraction is compared instead.
+    """
+    low = pos.floor()
+    index = low + (pos - low >= 0.5).to(pos.dtype)
+    return index.clamp(0, size - 1).long()
