@@ -589,8 +589,18 @@ class MultiScaleRoIAlign(nn.Module):
 
 
 def _traced(*values: object) -> bool:
-    """Whether torch.fx (or another ``__torch_function__`` handler) is tracing these values."""
-    return torch.overrides.has_torch_function(tensor_args(*values))
+    """Whether torch.fx, or a tensor subclass with its own ``__torch_function__``, is tracing these values.
+
+    Not ``has_torch_function``: that is also true while any ``TorchFunctionMode`` is active (e.g.
+    ``roi_lab.capture``'s), and then the scales would never be cached on the module."""
+    plain = torch.Tensor.__torch_function__.__func__
+    for v in tensor_args(*values):
+        if isinstance(v, torch.fx.Proxy):
+            return True
+        if isinstance(v, Tensor) and type(v) not in (Tensor, nn.Parameter):
+            if getattr(type(v).__torch_function__, "__func__", None) is not plain:
+                return True
+    return False
 
 
 class _ScriptableMultiScaleRoIAlign(nn.Module):
