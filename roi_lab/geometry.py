@@ -413,6 +413,7 @@ class Variant:
         fix (str): the line of code that passes the boxes as meant ("" for CORRECT with sound settings).
         settings_note (str): for CORRECT only, "" or why the user's own settings are off (legacy
             ``aligned=False``), so the app never calls a half-cell-off reference "correct".
+        boxes_meant (Tensor[K, 4]): the boxes the user meant, xyxy image px (the same for every variant).
 
     Convention:
         See the module docstring: feature sample ``p`` is image coordinate ``(p + 0.5) * stride``.
@@ -440,6 +441,7 @@ class Variant:
     words: str = ""
     fix: str = ""
     settings_note: str = ""
+    boxes_meant: Tensor = field(default_factory=lambda: torch.zeros(0, 4))
 
     def apply(self, features: Tensor, output_size: int | tuple[int, int] | None = None) -> Tensor:
         """Run the op on ``features`` exactly as the buggy code does.
@@ -781,6 +783,7 @@ def make_variants(
             num_points=counts,
             words=words,
             fix=fix,
+            boxes_meant=b,
             **common,
         )
 

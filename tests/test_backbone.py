@@ -597,3 +597,14 @@ def test_summary_errors():
         feature_summary(torch.zeros(2, 3, 4, 4))
     with pytest.raises(InputValueError, match=r"pick_channel\(kind=...\) expects 'max_abs' or 'top_variance'"):
         pick_channel(torch.zeros(1, 2, 3, 3), "mean")
+
+
+def test_fpn_fallback_notice_names_the_coco_checkpoint_it_looked_for(tmp_path, monkeypatch):
+    """resnet50_fpn looks for torchvision's COCO Faster R-CNN first: the notice must not say "ImageNet" only."""
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    bb = load_backbone("resnet50_fpn", device="cpu")
+    coco = os.path.basename(torchvision.models.detection.FasterRCNN_ResNet50_FPN_Weights.COCO_V1.url)
+    assert bb.weights_kind == "random"
+    assert bb.weights_source.startswith(
+        f"random init (seed 0): COCO Faster R-CNN or ImageNet weights not found in {tmp_path}/checkpoints/{coco} or "
+    )

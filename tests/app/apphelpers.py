@@ -10,11 +10,11 @@ ROOT = Path(__file__).resolve().parents[2]
 APP = str(ROOT / "streamlit_app.py")
 TEST_MAX_SIDE = 192  # the synthetic scene (600 x 450) becomes 192 x 144: fast forward passes
 PAGES = {
-    "image": "pages/1_image.py",
-    "boxes": "pages/2_boxes.py",
-    "side": "pages/3_side_by_side.py",
-    "diagnose": "pages/4_diagnose.py",
-    "parity": "pages/5_parity.py",
+    "image": "app_pages/1_image.py",
+    "boxes": "app_pages/2_boxes.py",
+    "side": "app_pages/3_side_by_side.py",
+    "diagnose": "app_pages/4_diagnose.py",
+    "parity": "app_pages/5_parity.py",
 }
 
 
