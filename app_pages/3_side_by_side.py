@@ -42,7 +42,7 @@ def overview() -> None:
     """The controls, the overview and the details: a change of the box shown or of a setting reruns only this
     (the image to drag on, outside, is neither recomputed nor redrawn)."""
     with timing.run_timer("Side by side overview (fragment)"), guard.guard("Side by side"):
-        c_box, c_out, c_sr, c_al, c_view = st.columns([1.3, 1.2, 1.2, 1.2, 2.0])
+        c_box, c_out, c_sr, c_al, c_view = st.columns([1.25, 1.2, 1.2, 0.85, 2.5])
         focus = widgets.focus_box_ui(boxes.labels, c_box)
         settings = widgets.crop_settings_ui((c_out, c_sr, c_al))
         view, index = widgets.channel_view_ui(channels, c_view)

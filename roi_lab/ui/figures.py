@@ -238,18 +238,29 @@ def image_figure(
 def _whole_view(size_wh: tuple[float, float], boxes: Sequence[np.ndarray], offset: float = 0.0,
                 margin: float = 0.04) -> tuple[list[float], list[float]]:
     """x and y axis ranges (y reversed) holding the whole ``[offset, w + offset] x [offset, h + offset]`` area
-    and every finite box, plus a margin: nothing a variant samples is cut off (issue 10, finding 5)."""
+    and every finite box: nothing a variant samples is cut off (issue 10, finding 5). A side gets a margin
+    of ``margin`` of the view only where a box reaches past the area.
+
+    Example:
+        >>> _whole_view((10, 5), [np.array([2.0, 1.0, 4.0, 3.0])])
+        ([0.0, 10.0], [5.0, 0.0])
+        >>> _whole_view((10, 5), [np.array([2.0, 1.0, 30.0, 3.0])], margin=0.1)
+        ([0.0, 33.0], [5.0, 0.0])
+    """
     w, h = size_wh
-    xs, ys = [offset, w + offset], [offset, h + offset]
+    lo = np.array([offset, offset], dtype=np.float64)
+    hi = np.array([w + offset, h + offset], dtype=np.float64)
+    b_lo, b_hi = lo.copy(), hi.copy()
     for b in boxes:
         b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
         b = b[np.all(np.isfinite(b), axis=1)]
         if len(b):
-            xs += [float(b[:, [0, 2]].min()), float(b[:, [0, 2]].max())]
-            ys += [float(b[:, [1, 3]].min()), float(b[:, [1, 3]].max())]
-    x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
-    mx, my = (x1 - x0) * margin, (y1 - y0) * margin
-    return [x0 - mx, x1 + mx], [y1 + my, y0 - my]
+            b_lo = np.minimum(b_lo, [b[:, [0, 2]].min(), b[:, [1, 3]].min()])
+            b_hi = np.maximum(b_hi, [b[:, [0, 2]].max(), b[:, [1, 3]].max()])
+    pad = (b_hi - b_lo) * margin
+    x0, y0 = np.where(b_lo < lo, b_lo - pad, lo)
+    x1, y1 = np.where(b_hi > hi, b_hi + pad, hi)
+    return [float(x0), float(x1)], [float(y1), float(y0)]
 
 
 def feature_map_figure(

@@ -258,8 +258,9 @@ def _offer_or_replace(rows: list[dict[str, Any]], origin: str, what: str, image:
     mine = ss.get(K.BOXES_ORIGIN) == "user" and ss.get(K.BOXES)
     if not mine:
         note = f"New image {image}: the box table now holds {what}."
+        replaced = bool(ss.get(K.BOXES))
         set_rows(rows, [("info", note)], origin=origin)
-        ss[K.IMAGE_NOTE] = note
+        ss[K.IMAGE_NOTE] = note if replaced else None  # the first image of a session replaces nothing
         return
     n = len(ss[K.BOXES])
     note = (f"New image {image}: your {n} box{'es' if n != 1 else ''} were kept (same pixel numbers, now on "

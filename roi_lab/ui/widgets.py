@@ -167,7 +167,8 @@ def crop_settings_ui(cols: Sequence = ()) -> CropSettings:
     cols = list(cols) or st.columns(3)
     output_size = cols[0].slider("Output size (PH = PW)", 2, 28, **bind(K.OUTPUT_SIZE))
     sampling_ratio = cols[1].slider("Sampling ratio (0 = adaptive)", 0, 4, **bind(K.SAMPLING_RATIO))
-    aligned = cols[2].toggle("aligned=True (half-pixel offset)", **bind(K.ALIGNED))
+    aligned = cols[2].toggle("aligned=True", **bind(K.ALIGNED),
+                             help="the half-pixel offset (torchvision's aligned=True); off: legacy aligned=False")
     return CropSettings(int(output_size), int(sampling_ratio), bool(aligned))
 
 
