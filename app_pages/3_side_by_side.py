@@ -42,7 +42,7 @@ def overview() -> None:
     """The controls, the overview and the details: a change of the box shown or of a setting reruns only this
     (the image to drag on, outside, is neither recomputed nor redrawn)."""
     with timing.run_timer("Side by side overview (fragment)"), guard.guard("Side by side"):
-        c_box, c_out, c_sr, c_al, c_view = st.columns([1.25, 1.2, 1.2, 0.85, 2.5])
+        c_box, c_out, c_sr, c_al, c_view = st.columns([1.2, 1.1, 1.1, 1.05, 2.4])
         focus = widgets.focus_box_ui(boxes.labels, c_box)
         settings = widgets.crop_settings_ui((c_out, c_sr, c_al))
         view, index = widgets.channel_view_ui(channels, c_view)
@@ -84,8 +84,8 @@ def downloads(data: side.SideData, settings, focus: int) -> None:
         "Download the crops of the box shown, all channels (.npz)",
         data=lambda: views.crops_npz(
             [x.kind.value for x in data.variants],
-            loaders.variant_crops(src.feature_key, data.variants_key[0][focus], (h, w), stride, settings.output_size,
-                                  settings.sampling_ratio, settings.aligned, feats)["crops"],
+            loaders.variant_crops(src.feature_key, data.variants_key, settings.output_size, data.variants,
+                                  feats)["crops"][:, 0],
             boxes.model[focus],
             {"output_size": settings.output_size, "sampling_ratio": settings.sampling_ratio,
              "aligned": settings.aligned, "stride": stride},

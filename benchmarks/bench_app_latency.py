@@ -85,7 +85,7 @@ def bench_compute(data: bytes, boxes: np.ndarray, repeats: int) -> list[dict]:
     from roi_lab.backbone import load_backbone
     from roi_lab.geometry import crop_features_for_variants, make_variants
     from roi_lab.image import decode_image
-    from roi_lab.ui import figures, views
+    from roi_lab.ui import figures, loaders, views
     from roi_lab.ui.thumbs import render_thumb
 
     image = decode_image(data)
@@ -98,6 +98,7 @@ def bench_compute(data: bytes, boxes: np.ndarray, repeats: int) -> list[dict]:
         _, times = median_ms(fn, repeats)
         rows.append(row(what, "compute", times))
 
+    loaders.interactive_threads()  # as the app: one torch thread for the small ops below
     h, w = image.shape[:2]
     fsize = tuple(feats.shape[-2:])
     b = torch.tensor(boxes, dtype=torch.float32)
@@ -109,22 +110,18 @@ def bench_compute(data: bytes, boxes: np.ndarray, repeats: int) -> list[dict]:
     timed(f"1-channel crops 7x7 of {len(boxes)} boxes x {len(vs)} variants (batched)",
           lambda: crop_features_for_variants(vs, channel, 7))
     crops = np.stack([c[:, 0].numpy() for c in crop_features_for_variants(vs, channel, 7)])[:, 0]
-    small = cv2.resize(image, (360, 270), interpolation=cv2.INTER_AREA)
+    small = cv2.resize(image, (312, 234), interpolation=cv2.INTER_AREA)
 
     def pictures() -> list:
-        out = []
-        for v in vs:
-            pic, _ = render_thumb(small, (h, w), v.boxes_meant[0].numpy(), v.region_image[0].numpy(),
-                                  v.points_image[0].numpy(), (180, 135))
-            out.append((figures.image_data_uri(pic, quality=90)[0], (180, 135)))
-        return out
+        return [render_thumb(small, (h, w), v.boxes_meant[0].numpy(), v.region_image[0].numpy(),
+                             v.points_image[0].numpy(), figures.PICTURE_SIZE)[0] for v in vs]
 
-    timed(f"{len(vs)} overview pictures (render + JPEG)", pictures)
-    thumbs = pictures()
+    timed(f"{len(vs)} overview pictures (render)", pictures)
+    pics = pictures()
     cv = views.crop_views(crops)
     verdicts = views.verdicts(vs, 0, cv.maps)
-    timed("overview figure: build + serialise to JSON",
-          lambda: pio.to_json(figures.overview_figure(verdicts, thumbs, cv.maps, cv.zmin, cv.zmax).to_dict()))
+    timed("overview figure: build (composes the pictures, JPEG) + serialise to JSON",
+          lambda: pio.to_json(figures.overview_figure(verdicts, pics, cv.maps, cv.zmin, cv.zmax).to_dict()))
     return rows
 
 

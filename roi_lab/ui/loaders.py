@@ -257,20 +257,6 @@ def variants(
     )
 
 
-def _single_box_variants(box: tuple, image_size, feature_size, stride, output_size, sampling_ratio, aligned):
-    from roi_lab.geometry import make_variants
-
-    return make_variants(
-        torch.tensor([box], dtype=torch.float32),
-        image_size=image_size,
-        feature_size=feature_size,
-        stride=stride,
-        output_size=output_size,
-        sampling_ratio=sampling_ratio,
-        aligned=aligned,
-    )
-
-
 def _apply_all(vs: list[Any], fn) -> tuple[list[Any], dict[str, str]]:
     """``fn(variant)`` for every variant; an op that refuses the input gives None and its message."""
     from roi_lab.errors import RoiLabError
@@ -338,30 +324,22 @@ def _stack_or_nan(crops: list[torch.Tensor | None], shape: tuple[int, ...]) -> n
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
-def variant_crops(
-    feature_key: tuple,
-    box: tuple[float, float, float, float],
-    image_size: tuple[int, int],
-    stride: float,
-    output_size: int,
-    sampling_ratio: int,
-    aligned: bool,
-    _features: torch.Tensor,
-) -> dict[str, Any]:
-    """Every variant's full crop of ONE box, ndarray[V, C, PH, PW] (NaN where the op refused the input).
+def variant_crops(feature_key: tuple, variants_key: tuple, output_size: int, _variants: list[Any],
+                  _features: torch.Tensor) -> dict[str, Any]:
+    """Every variant's full crop of every box, ndarray[V, K, C, PH, PW] (NaN where the op refused the input).
 
-    For the "max over channels" view (not linear) and the .npz download.
+    For the "max over channels" view (not linear in the channels) and the .npz download; the
+    Side-by-side page makes its variants for the one box it shows, so K is 1 there.
     """
     from roi_lab.geometry import crop_features_for_variants
 
-    feature_size = (int(_features.shape[-2]), int(_features.shape[-1]))
-    vs = _single_box_variants(box, image_size, feature_size, stride, output_size, sampling_ratio, aligned)
+    k, c = len(_variants[0].boxes_passed), int(_features.shape[1])
     crops, errors = _apply_batched(
-        vs, lambda vs: crop_features_for_variants(vs, _features, output_size), lambda v: v.apply(_features, output_size)
-    )  # [1, C, PH, PW] each
-    c = int(_features.shape[1])
-    full = _stack_or_nan([x[0] if x is not None else None for x in crops], (c, output_size, output_size))
-    return {"kinds": [v.kind.value for v in vs], "crops": full, "errors": errors}
+        _variants, lambda vs: crop_features_for_variants(vs, _features, output_size),
+        lambda v: v.apply(_features, output_size),
+    )  # [K, C, PH, PW] each
+    full = _stack_or_nan(list(crops), (k, c, output_size, output_size))
+    return {"kinds": [v.kind.value for v in _variants], "crops": full, "errors": errors}
 
 
 @st.cache_resource(show_spinner=False, max_entries=32)

@@ -22,7 +22,7 @@ RGB_SIZE = 56  # bins of the RGB read-out in the details
 class SideData:
     """Everything the overview needs for one box and one set of settings."""
 
-    variants: list[Any]
+    variants: list[Any]  # of the box shown only (K = 1)
     variants_key: tuple
     crops: views.CropViews  # maps [V, PH, PW] of the box shown, shared ranges, differences to yours
     errors: dict[str, str]  # kind -> the op's message, for variants whose input it refused
@@ -46,19 +46,20 @@ def compute(src: Any, feats: Any, stride: int, boxes: Any, settings: Any, view: 
     h, w = working.size
     fh, fw = int(feats.shape[-2]), int(feats.shape[-1])
     sig = tuple(tuple(round(float(v), 3) for v in row) for row in boxes.model)
-    variants_key = (sig, (h, w), (fh, fw), stride, settings.output_size, settings.sampling_ratio, settings.aligned)
+    # the variants of the box shown only: a new box, a dragged one included, costs one box's variants and crops
+    variants_key = ((sig[focus],), (h, w), (fh, fw), stride, settings.output_size, settings.sampling_ratio,
+                    settings.aligned)
     variants = loaders.variants(*variants_key)
     if view == "max":  # not linear in the channels: the max over every channel's crop of this box
-        full = loaders.variant_crops(src.feature_key, sig[focus], (h, w), stride, settings.output_size,
-                                     settings.sampling_ratio, settings.aligned, feats)
-        crops, errors = views.crop_views(full["crops"], "max"), full["errors"]
+        full = loaders.variant_crops(src.feature_key, variants_key, settings.output_size, variants, feats)
+        crops, errors = views.crop_views(full["crops"][:, 0], "max"), full["errors"]
     else:  # crop of the channel view == channel view of the crop (the ops are linear in C)
         channel = loaders.channel_map(src.feature_key, view, index, feats)
         maps = loaders.variant_maps((src.feature_key, view, index), variants_key, settings.output_size, variants,
                                     channel)
-        crops, errors = views.crop_views(maps["maps"][:, focus]), maps["errors"]
-    verdicts = views.verdicts(variants, focus, crops.maps, boxes.scale, errors)
-    pictures = loaders.overview_pictures(src.image_key, variants_key, focus, figures.PICTURE_SIZE, variants,
+        crops, errors = views.crop_views(maps["maps"][:, 0]), maps["errors"]
+    verdicts = views.verdicts(variants, 0, crops.maps, boxes.scale, errors)
+    pictures = loaders.overview_pictures(src.image_key, variants_key, 0, figures.PICTURE_SIZE, variants,
                                          working.image)
     fig = figures.overview_figure(verdicts, pictures, crops.maps, crops.zmin, crops.zmax, view=view,
                                   meta=state_meta(len(sig), focus, view, index, settings))
@@ -79,13 +80,13 @@ def details(src: Any, feats: Any, stride: int, boxes: Any, data: SideData, kind:
     working = src.working()
     i = [v.kind.value for v in data.variants].index(kind)
     v = data.variants[i]
-    panel = views.panel_data(v, focus)
+    panel = views.panel_data(v, 0)
     summary = loaders.summary(src.feature_key, "mean", feats)
-    rgb = loaders.variant_rgb(src.image_key, data.variants_key, i, focus, RGB_SIZE, data.variants, working.image)
+    rgb = loaders.variant_rgb(src.image_key, data.variants_key, i, 0, RGB_SIZE, data.variants, working.image)
     image = loaders.image_uri(src.image_hash, src.max_side, 320, working.image)
     fig = figures.details_figure(
-        summary, panel.regions_feature, views.intended_feature(boxes.model, stride), focus, image, working.size,
-        panel.points_image, panel.region_image, boxes.model[focus],
+        summary, panel.regions_feature, views.intended_feature(boxes.model[focus : focus + 1], stride), 0, image,
+        working.size, panel.points_image, panel.region_image, boxes.model[focus],
         figures.image_data_uri(rgb["rgb"], fmt="png")[0],
         data.crops.maps[i], data.crops.diffs[i], data.crops.zmin, data.crops.zmax, data.crops.zabs,
         meta={**(data.figure.layout.meta or {}), **(meta or {}), "kind": kind},

@@ -89,7 +89,8 @@ def test_reproduce_never_says_ok_when_the_diagnoser_found_an_error():
         assert "of its samples fall off the map" in t and "of the output bins are all zeros" in t
         assert "max |difference| to the correctly configured call = " in t
         assert t.endswith("Findings: IMAGE_SPACE_BOXES.")
-    assert [m.value for m in at.markdown if m.value.startswith("**torchvision")] == ["**torchvision.ops.roi_align**: ran"]
+    headers = [m.value for m in at.markdown if m.value.startswith("**torchvision")]
+    assert headers == ["**torchvision.ops.roi_align**: ran"]
 
 
 # ----------------------------------------------------------------------------- 3. a label that contradicts its numbers
@@ -151,7 +152,7 @@ def test_the_pictures_hold_the_whole_image_and_the_whole_region_with_the_off_ima
 
     image = np.full((450, 600, 3), 128, np.uint8)
     box = np.array([200.0, 150.0, 300.0, 250.0])
-    v = next(v for v in make_variants(torch.tensor([box]), image_size=(450, 600), feature_size=(29, 38), stride=16)
+    v = next(v for v in make_variants(torch.tensor(box[None]), image_size=(450, 600), feature_size=(29, 38), stride=16)
              if v.kind.value == "image_space_boxes")
     region = v.region_image[0].numpy()
     assert region[2] > 16 * 300 - 100  # the region is ~16x the box: thousands of px off the image
@@ -234,9 +235,9 @@ def test_the_default_device_is_cuda_when_present_and_the_page_says_which_device_
 
 
 def test_a_fresh_session_picks_the_default_device():
+    from apphelpers import APP
     from streamlit.testing.v1 import AppTest
 
-    from apphelpers import APP
     from roi_lab.ui.state import default_device
 
     at = AppTest.from_file(APP, default_timeout=120)
@@ -299,7 +300,8 @@ def test_a_browser_refresh_keeps_the_image_the_boxes_and_the_settings():
     at.session_state[K.BOXES_ORIGIN] = "user"
     at.session_state[K.SAMPLE] = "synthetic"
     at.run()
-    token = at.query_params["session"][0] if isinstance(at.query_params["session"], list) else at.query_params["session"]
+    token = at.query_params["session"]
+    token = token[0] if isinstance(token, list) else token
     again = make_app(query={"session": token})  # a new session from the same URL
     no_exception(again)
     ss = again.session_state

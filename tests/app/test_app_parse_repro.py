@@ -75,7 +75,8 @@ def test_rois_text_round_trips_through_the_parser():
 def test_reproduce_runs_both_ops_on_a_valid_input_and_matches_torchvision_shapes():
     outcomes = repro.reproduce([[0, 10, 10, 50, 60]], op="roi_align", feature_shape=(1, 256, 8, 8),
                                spatial_scale=1 / 16)
-    assert [(o.impl, o.status) for o in outcomes] == [("torchvision.ops.roi_align", "ran"), ("roi_lab.roi_align", "ran")]
+    assert [(o.impl, o.status) for o in outcomes] == [("torchvision.ops.roi_align", "ran"),
+                                                      ("roi_lab.roi_align", "ran")]
     assert outcomes[0].detail == outcomes[1].detail == "returned Tensor[1, 16, 7, 7] float32"  # channels capped
     # the box [10, 10, 50, 60] at 1/16 lies inside the 8 x 8 map: nothing off the map, no zero bins
     assert [(o.outside, o.zero_bins, o.max_diff) for o in outcomes] == [(0.0, 0.0, None)] * 2
