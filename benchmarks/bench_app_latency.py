@@ -267,17 +267,18 @@ def bench_browser(data: bytes, boxes: np.ndarray, repeats: int) -> list[dict]:
 
             log = ROOT / "tests" / "e2e" / "screenshots" / "server.log"
 
-            def server_ms(offset: int) -> float:
-                """Server time of the runs logged since ``offset`` (ROI_LAB_LOG_RUNS lines)."""
+            def server_ms(offset: int) -> tuple[float, float]:
+                """(wall, CPU) ms of the runs logged since ``offset`` (ROI_LAB_LOG_RUNS lines)."""
                 with open(log, "rb") as f:
                     f.seek(offset)
                     lines = f.read().decode(errors="replace").splitlines()
-                found = (re.search(r"roi_lab run .*: ([\d.]+) ms", x) for x in lines)
-                return sum(float(m.group(1)) for m in found if m)
+                found = [m for m in (re.search(r"roi_lab run .*: ([\d.]+) ms \(cpu ([\d.]+) ms\)", x) for x in lines)
+                         if m]
+                return sum(float(m.group(1)) for m in found), sum(float(m.group(2)) for m in found)
 
-            def timed(action, want: dict, prepare=None) -> tuple[float, float, float]:
-                """(click to redrawn, click to script idle, server ms) of one change; ``prepare`` (opening a
-                list) is not timed."""
+            def timed(action, want: dict, prepare=None) -> tuple[float, float, float, float]:
+                """(click to redrawn, click to script idle, server wall ms, server CPU ms) of one change;
+                ``prepare`` (opening a list) is not timed."""
                 if prepare is not None:
                     prepare()
                 offset = log.stat().st_size
@@ -289,7 +290,7 @@ def bench_browser(data: bytes, boxes: np.ndarray, repeats: int) -> list[dict]:
                 page.wait_for_selector(idle, timeout=120_000)
                 done = (time.perf_counter() - start) * 1000.0
                 wait_idle(page)  # nothing else pending before the next change
-                return drawn, done, server_ms(offset)
+                return (drawn, done, *server_ms(offset))
 
             def cycle(what: str, steps: list, budget: float = BUDGET_MS["browser"]) -> None:
                 for action, want, *prepare in steps:  # warm-up round: every value once
@@ -358,6 +359,7 @@ def bench_browser(data: bytes, boxes: np.ndarray, repeats: int) -> list[dict]:
             rows.append(row("  same, until Streamlit reports the script idle", "browser", [r[1] for r in results]))
             rows.append(row("  same, server side (streamlit run, logged)", "server", [r[2] for r in results],
                             BUDGET_MS["server"]))
+            rows.append(row("  same, CPU time of that server run", "server", [r[3] for r in results]))
         finally:
             browser.close()
     return rows

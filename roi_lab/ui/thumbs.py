@@ -12,6 +12,8 @@ Convention:
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 __all__ = ["INTENDED_RGB", "REGION_RGB", "OFF_IMAGE_RGB", "view_of", "render_thumb", "MAX_POINTS"]
@@ -53,6 +55,17 @@ def view_of(image_size: tuple[int, int], boxes: list[np.ndarray], points: np.nda
     x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
     mx, my = (x1 - x0) * margin, (y1 - y0) * margin
     return float(x0 - mx), float(y0 - my), float(x1 + mx), float(y1 + my)
+
+
+@functools.lru_cache(maxsize=8)
+def _hatched(width: int, height: int) -> np.ndarray:
+    """The off-image background: light grey with diagonal hatching (read-only; copy before drawing)."""
+    yy, xx = np.mgrid[0:height, 0:width]
+    canvas = np.empty((height, width, 3), np.uint8)
+    canvas[:] = OFF_IMAGE_RGB
+    canvas[(xx + yy) % 7 == 0] = HATCH_RGB
+    canvas.setflags(write=False)
+    return canvas
 
 
 def _dashed_rect(canvas: np.ndarray, x0: int, y0: int, x1: int, y1: int, color, thickness: int = 2,
@@ -115,10 +128,7 @@ def render_thumb(
     def v(y: float) -> float:
         return (y - vy0) * k + oy
 
-    yy, xx = np.mgrid[0:th, 0:tw]
-    canvas = np.empty((th, tw, 3), np.uint8)
-    canvas[:] = OFF_IMAGE_RGB
-    canvas[(xx + yy) % 7 == 0] = HATCH_RGB  # off-image: hatched
+    canvas = _hatched(tw, th).copy()  # off-image: hatched
     ix0, iy0 = int(round(u(0))), int(round(v(0)))
     ix1, iy1 = max(int(round(u(w))), ix0 + 1), max(int(round(v(h))), iy0 + 1)
     ix0, iy0, ix1, iy1 = max(ix0, 0), max(iy0, 0), min(ix1, tw), min(iy1, th)
