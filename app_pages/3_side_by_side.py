@@ -101,11 +101,13 @@ with left:
     chart_key = f"{K.SIDE_CHART_PREFIX}{ss[K.BOXES_REV]}"
     uri, uri_scale = loaders.image_uri(src.image_hash, src.max_side, DRAG_SIDE, working.image)
     st.plotly_chart(
-        figures.image_figure(uri, (oh, ow), boxes.original, boxes.labels, uri_scale=uri_scale * working.scale,
+        figures.image_figure(uri, (oh, ow), boxes.original, [f"{i + 1} {lab}" for i, lab in enumerate(boxes.labels)],
+                             uri_scale=uri_scale * working.scale,
                              height=280, grid_points=30, axes=False),
         key=chart_key, on_select=lambda: state.handle_selection(chart_key, (oh, ow)), selection_mode="box",
         config={"displayModeBar": False, "scrollZoom": False}, theme=None,
     )
-    st.caption("Drag on the image to add a box; it becomes the box shown.")
+    st.caption("Drag on the image to add a box; it becomes the box shown. The numbers are the boxes' in "
+               "\"Box shown\".")
 with right:
     overview()

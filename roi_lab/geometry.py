@@ -543,11 +543,13 @@ def crop_features_for_variants(
 ) -> list[Tensor]:
     """``[v.apply(features, output_size) for v in variants]`` in one op call per distinct op call.
 
-    Variants that call the same op with the same settings (ROIAlign: ``spatial_scale``,
-    ``sampling_ratio``, ``aligned``; crop_and_resize: the crop size) share one call on their
-    concatenated boxes, e.g. 11 variants in 6 calls instead of 11. Each box is sampled on its own,
-    so the crops equal the per-variant calls: crop_and_resize bit for bit, roi_align to within a few
-    ulp (see ``roi_align``'s batch invariance note).
+    Variants that call the same op with the same settings share one call on their concatenated boxes.
+    ROIAlign reads a box at ``box * spatial_scale`` (then the ``aligned`` shift), so a variant's scale
+    is folded into its boxes and the call made with ``spatial_scale=1``: the ROIAlign variants need one
+    call per (``sampling_ratio``, ``aligned``), crop_and_resize one per crop size; 11 variants in 3 calls
+    instead of 11. Each box is sampled on its own, so the crops equal the per-variant calls:
+    crop_and_resize bit for bit, roi_align to within a few ulp (the batch invariance note of
+    ``roi_align``, and the scale multiplied before rather than inside the op).
 
     Args:
         variants (list[Variant]): from :func:`make_variants`.
@@ -561,7 +563,8 @@ def crop_features_for_variants(
     from roi_lab import crop_and_resize, roi_align
 
     def align_boxes(v: Variant) -> tuple[Tensor, Tensor | None]:
-        return to_rois(v.boxes_passed.to(device=features.device, dtype=features.dtype), v.batch_index), None
+        boxes = v.boxes_passed.to(device=features.device, dtype=features.dtype) * float(v.op_kwargs["spatial_scale"])
+        return to_rois(boxes, v.batch_index), None  # the scale folded in: the call uses spatial_scale=1
 
     def tf_boxes(v: Variant) -> tuple[Tensor, Tensor | None]:
         boxes = v.boxes_passed.to(device=features.device, dtype=features.dtype).float()
@@ -571,14 +574,13 @@ def crop_features_for_variants(
         if v.op != "roi_align":
             return v.op
         kw = v.op_kwargs
-        return (v.op, float(kw["spatial_scale"]), int(kw["sampling_ratio"]), bool(kw["aligned"]))
+        return (v.op, int(kw["sampling_ratio"]), bool(kw["aligned"]))
 
     def run(key: Any, size: tuple[int, int], boxes: Tensor, idx: Tensor | None) -> Tensor:
         if key == "crop_and_resize":
             return crop_and_resize(features, boxes, idx, size)
-        _, spatial_scale, sampling_ratio, aligned = key
-        return roi_align(features, boxes, size, spatial_scale=spatial_scale, sampling_ratio=sampling_ratio,
-                         aligned=aligned)
+        _, sampling_ratio, aligned = key
+        return roi_align(features, boxes, size, spatial_scale=1.0, sampling_ratio=sampling_ratio, aligned=aligned)
 
     return _batched_by_call(variants, output_size, "crop_features_for_variants", call_key,
                             {"roi_align": align_boxes, "crop_and_resize": tf_boxes}, run)

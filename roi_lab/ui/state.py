@@ -184,31 +184,32 @@ def init_state() -> None:
             load_sample_into_state(ss[K.SAMPLE])
 
 
-def widget_key(key: str) -> str:
-    """The widget key that shows the plain state key ``key``."""
-    return WIDGET_PREFIX + key
+def widget_key(key: str, kind: str = "") -> str:
+    """The widget key that shows the plain state key ``key`` (``kind`` tells apart two widget types that
+    show the same value, e.g. pills for a few boxes and a selectbox for many)."""
+    return WIDGET_PREFIX + key + (f"_{kind}" if kind else "")
 
 
-def sync(key: str) -> None:
+def sync(key: str, kind: str = "") -> None:
     """Copy a widget's value back to its plain key (an ``on_change`` callback)."""
-    st.session_state[key] = st.session_state[widget_key(key)]
+    st.session_state[key] = st.session_state[widget_key(key, kind)]
 
 
-def bind(key: str, then: Any = None) -> dict[str, Any]:
+def bind(key: str, then: Any = None, kind: str = "") -> dict[str, Any]:
     """Widget kwargs (``key``, ``on_change``) for a widget showing the plain state key ``key``.
 
     Call it right before drawing the widget: it copies the plain value into the widget key.
     ``then`` is an extra callback run after the value is synced. The callback is guarded
     (:func:`roi_lab.ui.guard.callback`): whatever it raises becomes a message, never a traceback.
     """
-    st.session_state[widget_key(key)] = st.session_state[key]
+    st.session_state[widget_key(key, kind)] = st.session_state[key]
 
     def on_change() -> None:
-        sync(key)
+        sync(key, kind)
         if then is not None:
             then()
 
-    return {"key": widget_key(key), "on_change": guard.callback(on_change)}
+    return {"key": widget_key(key, kind), "on_change": guard.callback(on_change)}
 
 
 def image_ready() -> bool:

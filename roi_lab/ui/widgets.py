@@ -190,16 +190,24 @@ def channel_view_ui(channels: int, col=None) -> tuple[str, int]:
     return view, index
 
 
+PILL_BOXES = 12  # up to this many boxes, the box shown is one click on its number (no list to open)
+
+
 def focus_box_ui(labels: Sequence[str], col=None) -> int:
-    """Which box the crops show (crops are computed for all boxes; the figures show one)."""
+    """Which box the overview shows: pills numbered like the boxes on the image (one click), or a list when
+    there are more than ``PILL_BOXES``. Labels are the numbers (and the box's label in the list)."""
     col = col or st
     n = len(labels)
     if not 0 <= int(st.session_state.get(K.FOCUS_BOX, 0) or 0) < n:
         st.session_state[K.FOCUS_BOX] = 0
-    return int(
-        col.selectbox("Box shown", list(range(n)), format_func=lambda i: f"{i + 1}: {labels[i]}",
-                      **bind(K.FOCUS_BOX))
-    )
+    if n <= PILL_BOXES:
+        value = col.pills("Box shown", list(range(n)), format_func=lambda i: str(i + 1), required=True,
+                          **bind(K.FOCUS_BOX, kind="pills"),
+                          help="the numbers of the boxes on the image; drag on the image to add one")
+    else:
+        value = col.selectbox("Box shown", list(range(n)), format_func=lambda i: f"{i + 1}: {labels[i]}",
+                              **bind(K.FOCUS_BOX, kind="list"))
+    return int(value if value is not None else st.session_state[K.FOCUS_BOX])
 
 
 def detail_kind_ui(col=None) -> str:

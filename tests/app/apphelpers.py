@@ -80,9 +80,9 @@ def overview_text(at: AppTest) -> str:
 
 
 def option_labels(at: AppTest) -> dict[str, list[str]]:
-    """The option labels of every keyed selectbox, multiselect, radio and segmented control on the page."""
+    """The option labels of every keyed selectbox, multiselect, radio, segmented control and pills on the page."""
     out = {}
-    for kind in ("selectbox", "multiselect", "radio", "segmented_control"):
+    for kind in ("selectbox", "multiselect", "radio", "segmented_control", "pills"):
         for w in getattr(at, kind):
             if w.key:
                 out[w.key] = [o if isinstance(o, str) else o.content for o in w.proto.options]

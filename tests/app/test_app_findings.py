@@ -61,7 +61,7 @@ def test_after_aligned_off_every_control_of_side_by_side_still_works():
     at = make_app("side")
     at.toggle(key=widget_key(K.ALIGNED)).set_value(False).run()
     no_exception(at)
-    at.selectbox(key=widget_key(K.FOCUS_BOX)).set_value(2).run()
+    at.pills(key=widget_key(K.FOCUS_BOX, "pills")).set_value(2).run()
     at.slider(key=widget_key(K.OUTPUT_SIZE)).set_value(9).run()
     at.slider(key=widget_key(K.SAMPLING_RATIO)).set_value(1).run()
     at.segmented_control(key=widget_key(K.CHANNEL_VIEW)).set_value("index").run()

@@ -301,7 +301,7 @@ def test_changing_the_channel_view_reruns_without_errors(view):
 
 def test_box_shown_and_settings_change_the_overview():
     at = make_app("side")
-    at.selectbox(key=widget_key(K.FOCUS_BOX)).set_value(7).run()
+    at.pills(key=widget_key(K.FOCUS_BOX, "pills")).set_value(7).run()
     no_exception(at)
     assert figure(at, "overview")["layout"]["meta"]["focus"] == 7
     at.slider(key=widget_key(K.OUTPUT_SIZE)).set_value(4).run()
@@ -309,6 +309,23 @@ def test_box_shown_and_settings_change_the_overview():
     no_exception(at)
     meta = figure(at, "overview")["layout"]["meta"]
     assert (meta["output_size"], meta["aligned"], meta["focus"]) == (4, False, 7)
+
+
+def test_the_box_shown_is_one_click_on_its_number_and_a_list_beyond_twelve_boxes():
+    at = make_app("side")
+    pills = at.pills(key=widget_key(K.FOCUS_BOX, "pills"))
+    assert [o.content for o in pills.proto.options] == [str(i) for i in range(1, 9)]  # as numbered on the image
+    labels = [a["text"] for a in figure(at, side_chart_key(at))["layout"]["annotations"]]
+    assert labels[:2] == ["1 square", "2 circle"]
+    rows = [dict(r) for r in at.session_state[K.BOXES]]
+    rows += [boxtable.new_row(f"extra {i}", [10.0 + i, 10.0, 60.0 + i, 60.0]) for i in range(6)]  # 14 boxes
+    at.session_state[K.BOXES] = rows
+    at.run()
+    no_exception(at)
+    listed = at.selectbox(key=widget_key(K.FOCUS_BOX, "list"))
+    assert len(listed.options) == 14 and listed.options[13] == "14: extra 5"
+    listed.set_value(13).run()
+    assert figure(at, "overview")["layout"]["meta"]["focus"] == 13
 
 
 def test_a_box_dragged_on_side_by_side_becomes_the_box_shown():
