@@ -27,7 +27,6 @@ __all__ = [
     "parse_shape",
     "parse_scale",
     "crops_npz",
-    "scale_boxes",
     "rois_text",
     "looks_like_code",
 ]
@@ -304,11 +303,6 @@ def rois_text(boxes_image: Any, limit: int = 3) -> str:
 
     body = ",\n        ".join("[" + ", ".join(["0."] + [num(v) for v in r]) + "]" for r in rows)
     return f"tensor([{body}])"
-
-
-def scale_boxes(boxes: Any, scale: float) -> np.ndarray:
-    """Boxes ndarray[K, 4] times a resize factor (original image px <-> working image px)."""
-    return _np(boxes).reshape(-1, 4) * float(scale)
 
 
 def crops_npz(kinds: list[str], crops: np.ndarray, box_image: Any, settings: dict[str, Any]) -> bytes:
