@@ -115,6 +115,14 @@ def drag_on(page, chart, fx0: float, fy0: float, fx1: float, fy1: float) -> None
     page.mouse.up()
 
 
+def download(page, name) -> None:
+    """Click a download button and check that a non-empty file arrives."""
+    with page.expect_download(timeout=120_000) as info:
+        page.get_by_role("button", name=name).first.click()
+    path = info.value.path()
+    assert path is not None and Path(path).stat().st_size > 0, name
+
+
 def chart_layout(page, nth: int = 0) -> dict:
     return page.evaluate(f"() => JSON.parse(JSON.stringify(document.querySelectorAll('.js-plotly-plot')[{nth}]"
                          ".layout))")
@@ -220,6 +228,7 @@ def test_every_control_on_every_page_without_a_traceback(files):
             page.get_by_text(re.compile(r"^drawing\.svg holds no boxes")).wait_for(timeout=30_000)
             for fmt in ("voc", "yolo", "json", "coco"):
                 step(f"export format {fmt}", lambda fmt=fmt: select(page, "Export format", fmt))
+            step("download the boxes", lambda: download(page, re.compile(r"^Download \d+ boxes \(coco\)")))
             step("clear all boxes", lambda: page.get_by_role("button", name="Clear all boxes").click())
             page.get_by_text(re.compile(r"^The table is empty")).wait_for(timeout=30_000)
             step("import two boxes", lambda: upload(page, files["boxes"]))
@@ -252,6 +261,8 @@ def test_every_control_on_every_page_without_a_traceback(files):
                 step(f"details: {title}", lambda title=title: select(page, "Details for", title))
             assert page.get_by_text(re.compile(r"^boxes_norm = \(boxes_yxyx / 16 - 0\.5\)")).count() >= 1
             step("details off", lambda: toggle(page, "Details of one variant"))
+            step("download the crops", lambda: download(page, re.compile(r"^Download the crops of the box shown")))
+            step("download the overview", lambda: download(page, "Download the overview (HTML)"))
             step("aligned on", lambda: toggle(page, "aligned=True"))
             meta = overview_meta(page)
             step("drag a box on the image", lambda: drag_on(page, page.locator("[data-testid=stPlotlyChart]").first,
