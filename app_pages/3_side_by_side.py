@@ -27,13 +27,13 @@ if not len(boxes.model):
 try:
     result = src.features()
 except RoiLabError as e:
-    st.error(f"The backbone could not run; change it on the Image & backbone page.\n\n{e}")
+    st.error(f"{src.feature_error_hint}\n\n{e}")
     st.stop()
 feats, stride, b = result.features, result.nominal_stride, src.backbone
 _, channels, fh, fw = feats.shape
 resized = f" (your image, {ow} x {oh}, resized x{working.scale:.3g})" if working.scale != 1 else ""
 st.caption(f"{b.name} {b.stage} on {result.device}: features [1, {channels}, {fh}, {fw}], stride {stride}, for the "
-           f"{w} x {h} model input{resized}. Weights: {result.weights_source}.")
+           f"{w} x {h} model input{resized}. Weights: {result.weights_source}." + src.side_note)
 
 
 

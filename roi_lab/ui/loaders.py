@@ -397,3 +397,65 @@ def overview_pictures(
                               pts.numpy(), size)
         out.append(pic)
     return out
+
+
+# ----------------------------------------------------------------------------- capture files
+@st.cache_resource(show_spinner=False, max_entries=2)
+def capture_file(digest: str, max_bytes: int, _data: bytes) -> Any:
+    """``roi_lab.load_capture`` on an uploaded capture file's bytes (``digest`` is their sha1).
+
+    The bytes go to a private temporary file (load_capture reads regular files only, at most ``max_bytes``,
+    with ``torch.load(weights_only=True)``) that is removed at once. Two captures are kept: each holds its
+    feature maps.
+
+    Raises:
+        CaptureFileError: as load_capture (not a capture, too large, refused by weights_only, malformed).
+    """
+    import os
+    import tempfile
+
+    from roi_lab.capture import load_capture
+
+    with tempfile.TemporaryDirectory(prefix="roi_lab_capture_") as tmp:
+        path = os.path.join(tmp, "capture.pt")
+        with open(path, "wb") as fh:
+            fh.write(_data)
+        return load_capture(path, max_bytes=max_bytes)
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def capture_working(digest: str, call: int, image: int, _cap: Any) -> WorkingImage:
+    """The frame of call ``call``'s boxes as the app's working image (scale 1): the captured batch image
+    ``image``, un-normalized, or a blank canvas of the frame's size when the capture kept none."""
+    from roi_lab.ui import captured
+
+    c = _cap.calls[call]
+    rgb = captured.image_of(_cap, c, image)
+    if rgb is None:
+        rgb = captured.canvas(captured.checked_frame(_cap, c))
+    h, w = int(rgb.shape[0]), int(rgb.shape[1])
+    return WorkingImage(rgb, 1.0, (h, w))
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def capture_features(digest: str, view: Any, _cap: Any) -> FeatureResult | None:
+    """The kept map of ``view`` (``roi_lab.ui.captured.View``) as a FeatureResult; None when not kept."""
+    from roi_lab.ui import captured
+
+    call = _cap.calls[view.call]
+    fmap = captured.feature_map(call, view)
+    if fmap is None:
+        return None
+    frame, _ = captured.frame_size(_cap, call)
+    stride = captured.nominal_stride(call, view, frame)
+    names = call.level_names or []
+    stage = f"level {names[view.level]}" if view.level is not None and view.level < len(names) else "map"
+    return FeatureResult(
+        features=fmap,
+        stage=stage,
+        forward_ms=float("nan"),
+        device=str(call.device or "cpu"),
+        weights_source=f"your model's, as captured (call #{call.index}, {call.op})",
+        weights_kind="captured",
+        nominal_stride=int(stride) if float(stride).is_integer() else stride,
+    )

@@ -188,7 +188,8 @@ def corrected_call(
     return Reference(b.float(), None, "none needed")
 
 
-def _outside_share(boxes: torch.Tensor, op: str, scale: float, hw: tuple[int, int], size: int) -> float | None:
+def _outside_share(boxes: torch.Tensor, op: str, scale: float, hw: tuple[int, int], size: int,
+                   sampling_ratio: int = 2, aligned: bool = True) -> float | None:
     """Share of the op's samples off the map (roi_align: beyond one cell past the border; crop_and_resize:
     outside [0, size - 1]), from roi_lab.geometry's exact sample positions; None if the boxes do not parse."""
     from roi_lab.geometry import crop_and_resize_sample_points, roi_align_sample_points
@@ -197,7 +198,7 @@ def _outside_share(boxes: torch.Tensor, op: str, scale: float, hw: tuple[int, in
     try:
         if op == "roi_align":
             coords = boxes[:, 1:] if boxes.shape[1] == 5 else boxes
-            _, pts, _ = roi_align_sample_points(coords.double(), scale, (size, size), 2, True)
+            _, pts, _ = roi_align_sample_points(coords.double(), scale, (size, size), sampling_ratio, aligned)
             x, y = pts[..., 0], pts[..., 1]
             valid = ~torch.isnan(x)
             out = valid & ((y < -1.0) | (y > h) | (x < -1.0) | (x > w))
@@ -234,8 +235,11 @@ def reproduce(
     device: str = "cpu",
     image_size: tuple[int, int] | None = None,
     error_codes: set[str] | None = None,
+    features: torch.Tensor | None = None,
+    sampling_ratio: int = 2,
+    aligned: bool = True,
 ) -> list[Outcome]:
-    """Call torchvision (when safe) and roi_lab on the boxes, on a small random feature map.
+    """Call torchvision (when safe) and roi_lab on the boxes, on a small random feature map (or ``features``).
 
     Args:
         values: the pasted boxes (nested lists of numbers, NaN allowed).
@@ -248,15 +252,24 @@ def reproduce(
             (:func:`corrected_call`) that every run is compared with.
         error_codes (set[str] | None): the codes of the diagnoser's error findings (empty: the input as given
             is the correct call).
+        features (Tensor[N, C, h, w] | None): a real map to run on (a capture's), of ``feature_shape``;
+            None: a random one.
+        sampling_ratio, aligned: roi_align's (a captured call's own; 2 and True by default).
 
     Returns:
         list[Outcome]: one per implementation, in the order run.
     """
     n, c, h, w = (int(v) for v in feature_shape)
-    if min(n, c, h, w) <= 0 or n * min(c, MAX_CHANNELS) * h * w > MAX_CELLS:
+    if features is not None:
+        if tuple(features.shape) != (n, c, h, w):
+            return [Outcome("setup", "refused", f"the map is {list(features.shape)}, not the feature shape "
+                                                f"{list(feature_shape)}")]
+        device = str(features.device)
+    elif min(n, c, h, w) <= 0 or n * min(c, MAX_CHANNELS) * h * w > MAX_CELLS:
         return [Outcome("setup", "refused", f"feature shape {feature_shape} is empty or too large for this panel")]
-    gen = torch.Generator().manual_seed(0)
-    features = torch.randn(n, min(c, MAX_CHANNELS), h, w, generator=gen).to(device)
+    else:
+        gen = torch.Generator().manual_seed(0)
+        features = torch.randn(n, min(c, MAX_CHANNELS), h, w, generator=gen).to(device)
     try:
         boxes = _tensor(values, dtype).to(device)
     except (TypeError, ValueError, RuntimeError) as e:
@@ -274,15 +287,17 @@ def reproduce(
         from roi_lab import roi_align
 
         def ours(bx: torch.Tensor, sc: float) -> torch.Tensor:
-            return roi_align(features, bx.to(device), output_size, spatial_scale=sc, sampling_ratio=2, aligned=True)
+            return roi_align(features, bx.to(device), output_size, spatial_scale=sc, sampling_ratio=sampling_ratio,
+                             aligned=aligned)
 
         expected = _quiet(lambda: ours(ref.boxes, ref.spatial_scale)) if ref is not None else None
-        outside = _outside_share(boxes.cpu(), op, scale, (h, w), output_size) if ok and boxes.shape[1] in (4, 5) \
-            else None
+        outside = _outside_share(boxes.cpu(), op, scale, (h, w), output_size, sampling_ratio, aligned) \
+            if ok and boxes.shape[1] in (4, 5) else None
         reason = torchvision_refusal(boxes, n)
         if reason is None:
             outcomes.append(_run("torchvision.ops.roi_align", lambda: torchvision.ops.roi_align(
-                features, boxes, output_size, spatial_scale=scale, sampling_ratio=2, aligned=True), expected, outside))
+                features, boxes, output_size, spatial_scale=scale, sampling_ratio=sampling_ratio, aligned=aligned),
+                expected, outside))
         else:
             outcomes.append(Outcome("torchvision.ops.roi_align", "refused", f"not run: {reason}"))
         outcomes.append(_run("roi_lab.roi_align", lambda: ours(boxes, scale), expected, outside))

@@ -20,6 +20,10 @@ Convention:
     The table is the user's: loading a new image never silently replaces boxes the user drew, typed
     or imported (``K.BOXES_ORIGIN == "user"``); it keeps them and offers the new image's boxes
     instead (``K.BOX_OFFER``). Starter or sample boxes the user never touched are replaced.
+
+    A capture file (``K.SOURCE == "capture"``) is one more image: its frame is the padded batch the
+    model's boxes are in, shown at scale 1, so the table's numbers are the numbers the model passed
+    (:mod:`roi_lab.ui.captured`). Its boxes follow the same rule as a new image's.
 """
 
 from __future__ import annotations
@@ -54,6 +58,10 @@ __all__ = [
     "handle_edits",
     "import_boxes",
     "default_device",
+    "use_capture",
+    "apply_capture_view",
+    "capture_view",
+    "source_changed",
 ]
 
 DEFAULT_MAX_SIDE = 800
@@ -78,9 +86,18 @@ class K:
     IMAGE_NOTE = "image_note"  # what the last new image did to the box table (shown on the image page)
     IMPORT_SEEN = "boxes_import_seen"  # id of the last box file handled
     CALLBACK_ERROR = "callback_error"  # message of a callback that failed (shown once by the next run)
+    CAPTURE_BYTES = "capture_bytes"  # bytes of the opened capture file (roi_lab.load_capture reads them), or None
+    CAPTURE_HASH = "capture_hash"  # sha1 of CAPTURE_BYTES: the cache key of the parsed capture
+    CAPTURE_NAME = "capture_name"  # the capture file's name, for captions
+    CAPTURE_ERROR = "capture_error"  # message of the last refused capture file (the previous state stays)
+    CAPTURE_SEEN = "capture_seen"  # id of the last capture upload handled
     # widget values, canonical: a widget is drawn with key widget_key(K.X) and synced back (see bind)
     SAMPLE = "sample"
-    SOURCE = "source"  # "sample" | "upload" (issue 13 adds "capture"; roi_lab.ui.source reads it)
+    SOURCE = "source"  # "sample" | "upload" | "capture" (roi_lab.ui.source reads it)
+    CAPTURE_CALL = "capture_call"  # the captured call shown (index into cap.calls)
+    CAPTURE_IMAGE = "capture_image"  # the image of that call's batch
+    CAPTURE_LEVEL = "capture_level"  # multi-scale poolers: the level whose map is shown
+    CAPTURE_ONLY_LEVEL = "capture_only_level"  # multi-scale poolers: only the boxes sent to that level
     BACKBONE = "backbone"
     STAGE = "stage"
     DEVICE = "device"
@@ -129,11 +146,16 @@ DEFAULTS: dict[str, Any] = {
     K.FOCUS_BOX: 0,
     K.DETAIL_KIND: "image_space_boxes",
     K.SHOW_DETAILS: False,
+    K.CAPTURE_CALL: 0,
+    K.CAPTURE_IMAGE: 0,
+    K.CAPTURE_LEVEL: 0,
+    K.CAPTURE_ONLY_LEVEL: True,
 }
 WIDGET_PREFIX = "w_"
-#: What a browser refresh restores (roi_lab.ui.persist): the image, the table and every setting.
+#: What a browser refresh restores (roi_lab.ui.persist): the image, the capture file, the table and every setting.
 PERSISTED: tuple[str, ...] = (
     K.IMAGE_BYTES, K.IMAGE_HASH, K.IMAGE_NAME, K.IMAGE_SAMPLE, K.MAX_SIDE, K.BOXES, K.BOXES_ORIGIN,
+    K.CAPTURE_BYTES, K.CAPTURE_HASH, K.CAPTURE_NAME,
     *DEFAULTS,
 )
 
@@ -167,6 +189,11 @@ def init_state() -> None:
         K.IMAGE_NOTE: None,
         K.IMPORT_SEEN: None,
         K.CALLBACK_ERROR: None,
+        K.CAPTURE_BYTES: None,
+        K.CAPTURE_HASH: None,
+        K.CAPTURE_NAME: None,
+        K.CAPTURE_ERROR: None,
+        K.CAPTURE_SEEN: None,
     }
     fresh = K.IMAGE_HASH not in ss
     restored = persist.restore() if fresh else False
@@ -413,3 +440,103 @@ def import_boxes(data: bytes, name: str, file_format: str, image_size: tuple[int
     rows = boxtable.rows_from_boxes(boxes, list(labeled.labels))
     edit_rows(rows, [("info", f"Imported {n} box{'es' if n != 1 else ''} from {name}.")])
     return True
+
+
+# ----------------------------------------------------------------------------- capture files
+def capture_view() -> Any:
+    """The capture view the state selects (``roi_lab.ui.captured.View``), indices not yet checked."""
+    from roi_lab.ui.captured import View
+
+    ss = st.session_state
+    return View(int(ss.get(K.CAPTURE_CALL) or 0), int(ss.get(K.CAPTURE_IMAGE) or 0),
+                int(ss.get(K.CAPTURE_LEVEL) or 0), bool(ss.get(K.CAPTURE_ONLY_LEVEL, True)))
+
+
+def _set_capture_view(view: Any) -> None:
+    ss = st.session_state
+    ss[K.CAPTURE_CALL], ss[K.CAPTURE_IMAGE] = view.call, view.image
+    ss[K.CAPTURE_LEVEL], ss[K.CAPTURE_ONLY_LEVEL] = (view.level or 0), view.only_level
+
+
+def use_capture(data: bytes, name: str) -> bool:
+    """Try an uploaded capture file as the source; on failure keep everything and store the message.
+
+    The file is checked against the app's size limit (``roi_lab.ui.captured.capture_limit``) before it is
+    read, then read by ``roi_lab.load_capture`` (regular file, size cap, ``torch.load(weights_only=True)``,
+    every field type-checked). Whatever that raises becomes the message: a hostile or broken file never
+    ends in a traceback, and the image, boxes and settings stay as they were.
+
+    Returns:
+        bool: True when the capture became the source (its default view applied: see :func:`apply_capture_view`).
+    """
+    from roi_lab.ui import captured, loaders
+
+    ss = st.session_state
+    limit = captured.capture_limit()
+    if len(data) > limit:
+        ss[K.CAPTURE_ERROR] = f"{name}: {guard.message(captured.too_large(name, len(data), limit))}"
+        return False
+    digest = hashlib.sha1(data).hexdigest()
+    try:
+        cap = loaders.capture_file(digest, limit, data)
+        if not cap.calls:
+            raise captured.no_calls(name)
+        view = captured.default_view(cap)
+    except Exception as e:  # CaptureFileError, or anything a hand-made file makes the reader raise
+        ss[K.CAPTURE_ERROR] = f"{name}: {guard.message(captured.renamed(e, name))}"
+        return False
+    ss[K.CAPTURE_BYTES], ss[K.CAPTURE_HASH], ss[K.CAPTURE_NAME] = data, digest, name
+    ss[K.CAPTURE_ERROR] = None
+    ss[K.SOURCE] = "capture"
+    _set_capture_view(view)
+    apply_capture_view()
+    return True
+
+
+def apply_capture_view() -> None:
+    """The capture view in the state became current: its boxes fill the table (a table of the user's own
+    boxes is kept and the capture's offered, as for a new image) and the call's output size, sampling ratio
+    and ``aligned`` become the settings of "your call"."""
+    from roi_lab.ui import captured, source
+
+    ss = st.session_state
+    src = source.capture_source()
+    if src is None:
+        return
+    cap, view = src.capture(), src.view
+    _set_capture_view(view)  # clamped to what the capture has
+    call = cap.calls[view.call]
+    frame, _ = captured.frame_size(cap, call)
+    settings = captured.settings_of(call, (int(ss[K.OUTPUT_SIZE]), int(ss[K.SAMPLING_RATIO]), bool(ss[K.ALIGNED])))
+    ss[K.OUTPUT_SIZE], ss[K.SAMPLING_RATIO], ss[K.ALIGNED] = settings.output_size, settings.sampling_ratio, \
+        settings.aligned
+    ss[K.FOCUS_BOX] = 0
+    try:
+        rows, _ = captured.table_rows(call, view, frame)
+    except ValueError as e:
+        add_notes([("warning", f"The box table is unchanged: {e}.")])
+        return
+    level = captured.level_name(call, view) if view.only_level else None
+    what = (f"call #{call.index}'s {len(rows)} box{'es' if len(rows) != 1 else ''}"
+            + (f" pooled from level {level}" if level is not None else "")
+            + (f" of image {view.image}" if captured.num_images(call) > 1 else ""))
+    _offer_or_replace(rows, f"capture:{ss[K.CAPTURE_HASH][:12]}", what, f"{ss[K.CAPTURE_NAME]} (call #{call.index})")
+
+
+def source_changed() -> None:
+    """The image source radio changed: to a loaded capture, its view applies; away from a capture whose boxes
+    fill the table, the current image's own boxes come back (the user's own boxes are never replaced)."""
+    ss = st.session_state
+    if ss[K.SOURCE] == "capture":
+        if ss.get(K.CAPTURE_BYTES) is not None:
+            apply_capture_view()
+        return
+    if not str(ss.get(K.BOXES_ORIGIN, "")).startswith("capture:") or ss.get(K.IMAGE_BYTES) is None:
+        return
+    if ss.get(K.IMAGE_SAMPLE):
+        load_sample_into_state(ss[K.IMAGE_SAMPLE])
+    else:
+        from roi_lab.ui import loaders
+
+        working = loaders.working_image(ss[K.IMAGE_HASH], ss[K.MAX_SIDE], ss[K.IMAGE_BYTES])
+        _offer_or_replace(default_rows(working.original_size), "starter", "two starter boxes", ss[K.IMAGE_NAME])

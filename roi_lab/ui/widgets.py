@@ -36,6 +36,7 @@ __all__ = [
     "notes_box",
     "fix_block",
     "CHANNEL_LABELS",
+    "stride_metrics_ui",
 ]
 
 WEIGHT_MODES = ("auto", "none", "path")
@@ -67,13 +68,14 @@ def _ensure_option(key: str, options: Sequence, fallback) -> None:
         st.session_state[key] = fallback
 
 
+SOURCES = {"sample": "Bundled sample", "upload": "Upload your own", "capture": "Capture file (your model)"}
+
+
 def source_ui() -> str:
-    """Bundled sample or upload."""
-    _ensure_option(K.SOURCE, ("sample", "upload"), "sample")
-    return st.radio(
-        "Image source", ["sample", "upload"], horizontal=True,
-        format_func={"sample": "Bundled sample", "upload": "Upload your own"}.get, **bind(K.SOURCE),
-    )
+    """Bundled sample, upload, or a capture file of the user's own model."""
+    _ensure_option(K.SOURCE, tuple(SOURCES), "sample")
+    return st.radio("Image source", list(SOURCES), horizontal=True, format_func=SOURCES.get,
+                    **bind(K.SOURCE, then=state.source_changed))
 
 
 def sample_ui(names: Sequence[str]) -> str:
@@ -260,3 +262,27 @@ def fix_block(fix: str, label: str = "Fix") -> None:
         st.code(fix, language="python", wrap_lines=True)
     else:
         st.text(fix)
+
+
+def stride_metrics_ui(geo, what: str = "image") -> None:
+    """The stride metrics of a map on its image (``roi_lab.geometry.FeatureGeometry``), and whether the image is
+    divisible by the stride; ``what`` names the image in the words (``"image"``, ``"frame"``)."""
+    bottom = st.columns(3)
+    bottom[0].metric("Nominal stride", f"{geo.nominal_stride[1]:g}", help="the spacing of the cells in image px")
+    bottom[1].metric(
+        "Effective stride (y, x)", f"{geo.effective_stride[0]:.3f}, {geo.effective_stride[1]:.3f}",
+        help=f"{what} size / feature size",
+    )
+    bottom[2].metric(
+        "Drift (y, x)", f"{geo.drift_px[0]:g}, {geo.drift_px[1]:g} px",
+        help=f"how far the map's far edge lands past the {what} edge under the nominal stride",
+    )
+    (gh, gw), s = geo.image_size, geo.nominal_stride[1]
+    if geo.divisible:
+        st.caption(f"The {what} ({gw} x {gh}) is divisible by the stride: spatial_scale = 1/{s:g} is exact.")
+    else:
+        st.warning(
+            f"The {what} ({gw} x {gh} px) is not divisible by the stride {s:g}: the map's far edge lands "
+            f"{geo.drift_px[1]:g} px (x) / {geo.drift_px[0]:g} px (y) past the {what} edge. Use "
+            f"spatial_scale = 1/{s:g}, not feature_size / image_size."
+        )
