@@ -57,13 +57,15 @@ def _saved(cap) -> bytes:
         return path.read_bytes()
 
 
-@functools.lru_cache(maxsize=1)
-def captures() -> Captures:
+@functools.lru_cache(maxsize=2)
+def captures(min_size: int = 128, max_size: int = 192) -> Captures:
+    """The three captures (and references) for the coffee photo resized to ``min_size`` / ``max_size``."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)  # fast on the shared machine
     try:
         torch.manual_seed(0)
-        model = torchvision.models.detection.fasterrcnn_resnet50_fpn(**DETECTOR).eval()
+        model = torchvision.models.detection.fasterrcnn_resnet50_fpn(
+            **{**DETECTOR, "min_size": min_size, "max_size": max_size}).eval()
         rgb, _ = load_sample("coffee")
         image = torch.from_numpy(rgb).permute(2, 0, 1).float() / 255
         with torch.no_grad():

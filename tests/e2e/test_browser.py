@@ -7,6 +7,11 @@ the page shows no ``stException`` and no traceback text. Screenshots go to tests
 (git-ignored); with ROI_LAB_UPDATE_SCREENSHOT=1 the Side-by-side one is also copied to
 docs/screenshot.png for the README.
 
+A second test opens capture files of torchvision's real Faster R-CNN (made in the test: a broken one, one
+without features, one with an injected bug, one with its maps) and visits every page with each, checking the
+same after every step; with ROI_LAB_UPDATE_SCREENSHOT=1 it also writes docs/capture.png (the injected bug, on
+the Image & backbone page).
+
 Never ``playwright install``: it cannot download here. Install the browser with
 ``apt-get install chromium`` (.ci/run does).
 """
@@ -333,3 +338,126 @@ def test_every_control_on_every_page_without_a_traceback(files):
         finally:
             browser.close()
     assert len(step.done) > 70
+
+
+@pytest.fixture(scope="module")
+def capture_files(tmp_path_factory) -> dict[str, Path]:
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tests" / "app"))
+    from capture_fixtures import captures
+
+    tmp = tmp_path_factory.mktemp("captures")
+    c = captures()
+    out = {name: tmp / f"{name}.pt" for name in ("broken", "light", "buggy", "full")}
+    out["broken"].write_bytes(b"PK\x03\x04 not really a zip")
+    out["light"].write_bytes(c.light)
+    out["buggy"].write_bytes(c.buggy)
+    out["full"].write_bytes(c.full)
+    if os.environ.get("ROI_LAB_UPDATE_SCREENSHOT") == "1":  # the README's picture: a larger input, same model
+        out["shot"] = tmp / "my_detector_capture.pt"
+        out["shot"].write_bytes(captures(320, 480).buggy)
+    return out
+
+
+def test_a_capture_file_on_every_page_without_a_traceback(capture_files):
+    from playwright.sync_api import sync_playwright
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    env = {"ROI_LAB_MAX_SIDE": os.environ.get("ROI_LAB_E2E_MAX_SIDE", "320")}
+    with streamlit_server(timeout=120, extra_env=env) as port, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        step = Steps(page)
+
+        def every_page(tag: str) -> None:
+            for title in ("Boxes", "Side by side", "Diagnose & explain", "Parity & speed", "Image & backbone"):
+                step(f"{tag}: go to {title}", lambda title=title: go_to(page, title))
+
+        def wait_text(pattern: str) -> None:
+            page.get_by_text(re.compile(pattern)).first.wait_for(timeout=60_000)
+
+        try:
+            step("open the app", lambda: page.goto(f"http://127.0.0.1:{port}/", timeout=90_000))
+            page.locator("[data-testid=stMetric]", has_text="Feature map").wait_for(timeout=180_000)
+            step("source: capture file", lambda: page.get_by_text("Capture file (your model)").click())
+            wait_text(r"^No capture is open")
+
+            # ---------------------------------------------------------------- a broken file: a message
+            step("open a broken file", lambda: upload(page, capture_files["broken"]))
+            wait_text(r"^That capture file was refused\. The current image \(")
+            wait_text(r"broken\.pt: load_capture\('broken\.pt'\) expects a capture file")
+            every_page("broken")
+
+            # ---------------------------------------------------------------- no features, no image
+            step("open a capture without features", lambda: upload(page, capture_files["light"]))
+            wait_text(r"^Capture: light\.pt")
+            wait_text(r"^No feature maps")
+            step("light: go to Side by side", lambda: go_to(page, "Side by side"))
+            wait_text(r"^This capture holds no feature map for this view")
+            every_page("light")
+
+            # ---------------------------------------------------------------- an injected bug
+            step("open the capture with the bug", lambda: upload(page, capture_files["buggy"]))
+            wait_text(r"^Capture: buggy\.pt")
+            wait_text(r"^IMAGE_SPACE_BOXES")
+            step("buggy: go to Side by side", lambda: go_to(page, "Side by side"))
+            wait_text(r'that is the panel "Image-space boxes, spatial_scale=1"')
+            step("buggy: go to Diagnose", lambda: go_to(page, "Diagnose & explain"))
+            step("buggy: reproduce on the captured map",
+                 lambda: page.get_by_role("button", name="Run the ops on this input").click())
+            wait_text(r"^Ran without an error, but on this input it reads the wrong thing")
+            every_page("buggy")
+
+            # ---------------------------------------------------------------- the full capture, every control
+            step("open the capture with its maps", lambda: upload(page, capture_files["full"]))
+            wait_text(r"^Capture: full\.pt")
+            for name, stride in (("1", 8), ("0", 4)):  # the option reads "'1': 1/8, map 16 x 24, 5 boxes"
+                step(f"level {name}", lambda name=name, stride=stride: select(  # "\\/": playwright sends /regex/
+                    page, "Pyramid level", re.compile(rf"^.{name}.: 1\/{stride},")))
+            step("every box of the image", lambda: toggle(page, "Only the boxes sent to this level"))
+            step("only this level's boxes", lambda: toggle(page, "Only the boxes sent to this level"))
+            for kind in ("max_abs", "pca", "mean"):
+                step(f"summary: {kind}", lambda kind=kind: select(page, "Feature summary", kind))
+            step("full: go to Boxes", lambda: go_to(page, "Boxes"))
+            step("format cxcywh", lambda: select(page, "Box format of your code", re.compile("^cxcywh")))
+            step("format xyxy", lambda: select(page, "Box format of your code", re.compile("^xyxy")))
+            step("full: go to Side by side", lambda: go_to(page, "Side by side"))
+            page.wait_for_function("() => [...document.querySelectorAll('.js-plotly-plot')].some(g => g.layout && "
+                                   "g.layout.meta && g.layout.meta.view)", timeout=180_000)
+            assert overview_meta(page)["aligned"] is False  # the call's own aligned (Faster R-CNN's legacy False)
+            step("aligned on", lambda: toggle(page, "aligned=True"))
+            step("sampling ratio +1", lambda: slider_step(page, "Sampling ratio"))
+            step("channel view: PCA", lambda: page.get_by_text("PCA (1st)", exact=True).click())
+            step("details on", lambda: toggle(page, "Details of one variant"))
+            step("details off", lambda: toggle(page, "Details of one variant"))
+            step("full: go to Diagnose", lambda: go_to(page, "Diagnose & explain"))
+            step("full: reproduce", lambda: page.get_by_role("button", name="Run the ops on this input").click())
+            step("full: go to Parity", lambda: go_to(page, "Parity & speed"))
+            step("full: run the comparison", lambda: page.get_by_role("button", name="Run the comparison").click())
+            page.locator("[data-testid=stDataFrame]").first.wait_for(timeout=120_000)
+            step("full: back to Image & backbone", lambda: go_to(page, "Image & backbone"))
+            step("a broken file keeps the capture", lambda: upload(page, capture_files["broken"]))
+            wait_text(r"^That capture file was refused\. The current capture \(full\.pt\) is kept\.")
+            step("reload the page", lambda: page.reload(timeout=90_000))
+            wait_text(r"^Capture: full\.pt")  # a refresh keeps the capture
+            every_page("reloaded")
+            page.screenshot(path=str(SHOTS / "1_capture.png"))
+            step("source: sample", lambda: page.get_by_text("Bundled sample").click())
+            page.locator("[data-testid=stMetric]", has_text="Forward pass").wait_for(timeout=180_000)
+
+            if "shot" in capture_files:  # the README's screenshot: docs/capture.png
+                step("source: capture file again", lambda: page.get_by_text("Capture file (your model)").click())
+                step("open the README's capture", lambda: upload(page, capture_files["shot"]))
+                wait_text(r"^Capture: my_detector_capture\.pt")
+                page.set_viewport_size({"width": 1600, "height": 1250})
+                page.locator("[data-testid=stHeading]", has_text="Capture: my_detector_capture.pt").first \
+                    .scroll_into_view_if_needed()
+                page.wait_for_timeout(1500)
+                page.screenshot(path=str(ROOT / "docs" / "capture.png"))
+        except Exception:
+            page.screenshot(path=str(SHOTS / "failure_capture.png"))
+            raise
+        finally:
+            browser.close()
+    assert len(step.done) > 50
