@@ -1,8 +1,9 @@
-"""``roi-lab`` command line: ``app``, ``diagnose``, ``explain``, ``capture``, ``bench``.
+"""``roi-lab`` command line: ``app``, ``diagnose``, ``explain``, ``capture``, ``inspect``, ``bench``.
 
 Exit status: ``diagnose`` 0 when no finding is an error, 1 when one is (so CI can run it), 2 when BOXES,
 CAPTURE.pt or --box-indices cannot be read; ``explain`` 0 when the text is explained, 3 when it is not
-recognised, 2 when FILE cannot be read; ``capture`` the script's own. argparse usage errors exit 2 too.
+recognised, 2 when FILE cannot be read; ``inspect`` 0 or 1 as ``diagnose``, 2 when the model cannot be read
+or onnx is missing; ``capture`` the script's own. argparse usage errors exit 2 too.
 
 Input files are read by :func:`roi_lab._io.read_bounded`: regular files only (``/dev/zero``, a FIFO or a
 directory is refused without blocking), at most 8 MiB for BOXES and --box-indices and 4 MiB for explain's
@@ -238,6 +239,18 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return EXIT_OK if explanation else EXIT_NOT_RECOGNISED
 
 
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from roi_lab.inspect_onnx import OnnxModelError, inspect_onnx
+
+    try:
+        report = inspect_onnx(args.model, measure=not args.no_measure)
+    except OnnxModelError as exc:
+        print(f"roi-lab inspect: {_one_line(str(exc))}", file=sys.stderr)
+        return EXIT_UNREADABLE
+    print(json.dumps(report.to_dict(), indent=2) if args.format == "json" else report.summary())
+    return EXIT_FINDINGS if report.has_errors else EXIT_OK
+
+
 PASSTHROUGH = ("app", "bench")
 
 
@@ -320,6 +333,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.set_defaults(func=_cmd_explain)
     _add_capture_parser(sub)
+    p = sub.add_parser(
+        "inspect",
+        help="list the RoiAlign nodes of an ONNX model and flag export traps (needs roi-lab[onnx])",
+        description="List every RoiAlign (and TensorRT ROIAlign_TRT / PyramidROIAlign_TRT) node of MODEL.onnx: "
+        "opset, coordinate_transformation_mode (written or the opset's default), sampling_ratio, mode, "
+        "spatial_scale, output size; flag the traps: no half-pixel mode before opset 16, ONNX's max mode, "
+        "adaptive or omitted sampling_ratio, TensorRT pyramid flags.",
+        epilog="Exit status: 0 no error finding, 1 at least one error finding, 2 unreadable model or onnx missing.",
+    )
+    p.add_argument("model", metavar="MODEL.onnx", help="the exported model")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument(
+        "--no-measure", action="store_true", help="do not run mode=max nodes through onnxruntime to size the error"
+    )
+    p.set_defaults(func=_cmd_inspect)
     p = sub.add_parser("bench", help="run benchmarks/bench_roi_align.py (extra arguments go to it)")
     p.set_defaults(func=_cmd_bench)
     return parser
