@@ -562,4 +562,43 @@ def _non_divisible_stride(ctx: Context) -> Iterator[Hit]:
     )
 
 
+# the pooler defaults each framework trains with: (aligned, sampling_ratio, what sets them)
+POOLER_DEFAULTS: dict[str, tuple[bool, int, str]] = {
+    "torchvision": (False, -1, "torchvision.ops.roi_align / RoIAlign (its detection models: sampling_ratio=2)"),
+    "mmcv": (True, 0, "mmcv.ops.RoIAlign (mmdet's RoIAlign configs)"),
+    "detectron2": (True, 0, "detectron2 ROIPooler(pooler_type='ROIAlignV2')"),
+}
+
+
+@_rule("MIXED_DEFAULTS", "pooler options of another framework than the one the head was trained with", _ALIGN,
+       source="torchvision/ops/roi_align.py; mmcv/ops/roi_align.py; detectron2/modeling/poolers.py")  # fmt: skip
+def _mixed_defaults(ctx: Context) -> Iterator[Hit]:
+    if ctx.convention is None or ctx.aligned is None:
+        return
+    aligned, ratio, where = POOLER_DEFAULTS[ctx.convention]
+    given = f"aligned={ctx.aligned}" + ("" if ctx.sampling_ratio is None else f", sampling_ratio={ctx.sampling_ratio}")
+    scale = ctx.scale if ctx.scale else 1.0
+    if bool(ctx.aligned) != aligned:
+        other = [n for n, d in POOLER_DEFAULTS.items() if d[0] == bool(ctx.aligned)]
+        yield Hit(
+            "warning",
+            f"The head was trained with {ctx.convention}'s pooler ({where}: aligned={aligned}), but this call "
+            f"uses aligned={ctx.aligned}, {' / '.join(other)}'s default: every box is pooled half a feature cell "
+            "off from what the head learned.",
+            f"{given} against {ctx.convention}'s aligned={aligned}, sampling_ratio={ratio}; half a cell at "
+            f"spatial_scale {_fmt_scale(scale)} is {_fmt(0.5 / scale)} image px",
+            f"roi_align(features, rois, output_size, spatial_scale, sampling_ratio={ratio}, aligned={aligned})  "
+            f"# {ctx.convention}'s defaults",
+        )
+    elif ctx.sampling_ratio is not None and ratio <= 0 < ctx.sampling_ratio:
+        yield Hit(
+            "info",
+            f"{ctx.convention}'s pooler samples adaptively (sampling_ratio={ratio}: ceil(box / bin) points per "
+            f"bin); this call samples a fixed {ctx.sampling_ratio} x {ctx.sampling_ratio} grid, which differs "
+            "slightly on boxes larger than the output size in cells.",
+            f"{given} against {ctx.convention}'s sampling_ratio={ratio}",
+            f"roi_align(..., sampling_ratio={ratio}, aligned={aligned})  # {ctx.convention}'s defaults",
+        )
+
+
 RULES: tuple[Rule, ...] = tuple(_RULES)

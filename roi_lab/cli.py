@@ -134,6 +134,9 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
         op=args.op,
         spatial_scale=args.spatial_scale,
         box_indices=box_indices,
+        aligned=None if args.aligned is None else args.aligned == "true",
+        sampling_ratio=args.sampling_ratio,
+        convention=args.trained_with,
     )
     failed = has_errors(findings)
     if args.format == "json":
@@ -172,6 +175,9 @@ def _cmd_diagnose_capture(args: argparse.Namespace) -> int:
             ("--features", args.features),
             ("--spatial-scale", args.spatial_scale),
             ("--box-indices", args.box_indices),
+            ("--aligned", args.aligned),
+            ("--sampling-ratio", args.sampling_ratio),
+            ("--trained-with", args.trained_with),
         )
         if value is not None
     ]
@@ -319,6 +325,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="roi_align's spatial_scale (default: torchvision's 1.0)",
     )
     p.add_argument("--box-indices", metavar="FILE", help="JSON array with crop_and_resize's image index per box")
+    p.add_argument("--aligned", choices=("true", "false"), help="roi_align's aligned, as the call passes it")
+    p.add_argument("--sampling-ratio", type=int, metavar="N", help="roi_align's sampling_ratio, as the call passes it")
+    p.add_argument(
+        "--trained-with",
+        choices=("torchvision", "mmcv", "detectron2"),
+        help="the framework the head was trained with: MIXED_DEFAULTS says when --aligned / --sampling-ratio are "
+        "another framework's defaults",
+    )
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.set_defaults(func=_cmd_diagnose, parser=p)
     p = sub.add_parser(

@@ -45,7 +45,7 @@ import numpy as np
 from roi_lab._diagnose_context import OPS, SEVERITIES, Finding, Rule, build_context
 from roi_lab._diagnose_context import _fmt as _fmt  # re-exported: roi_lab.capture formats with them
 from roi_lab._diagnose_context import _fmt_scale as _fmt_scale
-from roi_lab._diagnose_rules import RULES
+from roi_lab._diagnose_rules import POOLER_DEFAULTS, RULES
 from roi_lab.errors import InputValueError, short_repr
 
 __all__ = ["CODES", "SEVERITIES", "RULES", "Rule", "Finding", "diagnose", "has_errors"]
@@ -69,6 +69,7 @@ CODES: tuple[str, ...] = (
     "DTYPE_MISMATCH",
     "DEVICE_MISMATCH",
     "NON_DIVISIBLE_STRIDE",
+    "MIXED_DEFAULTS",
 )
 
 def has_errors(findings: Sequence[Finding]) -> bool:
@@ -120,6 +121,9 @@ def diagnose(
     op: str = "roi_align",
     spatial_scale: float | None = None,
     box_indices: Any = None,
+    aligned: bool | None = None,
+    sampling_ratio: int | None = None,
+    convention: str | None = None,
 ) -> list[Finding]:
     """Inspect what is about to be passed to ROIAlign / CropAndResize and report what looks wrong.
 
@@ -136,12 +140,18 @@ def diagnose(
         op (str): ``"roi_align"`` (torchvision / detectron2 / mmcv) or ``"crop_and_resize"`` (TensorFlow).
         spatial_scale (float | None): what is passed to roi_align; None means torchvision's default 1.0.
         box_indices (Tensor[K] int | None): crop_and_resize's image index per box.
+        aligned, sampling_ratio: roi_align's options as the call passes them (None: not checked).
+        convention (str | None): the framework the head was trained with, ``"torchvision"``, ``"mmcv"`` or
+            ``"detectron2"``; with ``aligned`` given, ``MIXED_DEFAULTS`` says when the call uses another
+            framework's pooler defaults (mmcv and detectron2's ROIAlignV2: aligned=True, sampling_ratio=0;
+            torchvision: aligned=False, sampling_ratio=-1).
 
     Returns:
         list[Finding]: errors first, then warnings, then infos; empty when nothing looks wrong.
 
     Raises:
-        InputValueError: only for an unknown ``op`` name (a typo in the call, not in the data). Odd boxes,
+        InputValueError: only for an unknown ``op`` or ``convention`` name (a typo in the call, not in the
+            data). Odd boxes,
             features or image sizes are reported as findings, never raised.
 
     Convention:
@@ -162,6 +172,14 @@ def diagnose(
         raise InputValueError(
             "diagnose(op=...)", expected='"roi_align" or "crop_and_resize"', got=short_repr(op), fix='op="roi_align"'
         )
+    if convention is not None and convention not in POOLER_DEFAULTS:
+        raise InputValueError(
+            "diagnose(convention=...)",
+            expected=" or ".join(f'"{c}"' for c in POOLER_DEFAULTS) + " (the framework the head was trained with)",
+            got=short_repr(convention),
+            fix='convention="mmcv"',
+        )
     ctx = build_context(boxes, op=op_name, features=features, image_size=image_size, spatial_scale=spatial_scale,
-                        box_indices=box_indices)  # fmt: skip
+                        box_indices=box_indices, aligned=aligned, sampling_ratio=sampling_ratio,
+                        convention=convention)  # fmt: skip
     return _run_rules(ctx)

@@ -10,8 +10,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from roi_lab._diagnose_context import Hit, build_context
+from roi_lab._diagnose_context import Hit, _fmt, _fmt_scale, build_context
 from roi_lab.diagnose import CODES, RULES, Finding, Rule, diagnose
+from roi_lab.errors import InputValueError
 
 IMAGE = (800, 1024)
 FEAT = (2, 8, 50, 64)  # stride 16
@@ -75,6 +76,8 @@ CASES = [
     ("SUBCELL_ROI", (torch.tensor([[0.0, 100, 50, 104, 53]]), GOOD), (ROIS, GOOD)),
     ("NON_DIVISIBLE_STRIDE", (ROIS, dict(image_size=(800, 1000), features=(2, 8, 50, 63), spatial_scale=1 / 16)),
      (ROIS, GOOD)),
+    ("MIXED_DEFAULTS", (ROIS, dict(GOOD, aligned=False, sampling_ratio=-1, convention="mmcv")),
+     (ROIS, dict(GOOD, aligned=True, sampling_ratio=0, convention="mmcv"))),
 ]  # fmt: skip
 
 
@@ -95,3 +98,24 @@ def test_rule_alone_positive_and_negative(code, positive, negative):
     findings = diagnose(positive[0], **dict(positive[1]))
     assert code in [f.code for f in findings]
     assert all(isinstance(f, Finding) for f in findings)
+
+
+def test_mixed_defaults_messages():
+    (hit,) = _hits("MIXED_DEFAULTS", ROIS, **dict(GOOD, aligned=False, sampling_ratio=-1, convention="mmcv"))
+    assert hit.severity == "warning"
+    assert hit.message == (
+        "The head was trained with mmcv's pooler (mmcv.ops.RoIAlign (mmdet's RoIAlign configs): aligned=True), but "
+        "this call uses aligned=False, torchvision's default: every box is pooled half a feature cell off from "
+        "what the head learned."
+    )
+    assert hit.evidence.endswith(f"half a cell at spatial_scale {_fmt_scale(GOOD['spatial_scale'])} is "
+                                 f"{_fmt(0.5 / GOOD['spatial_scale'])} image px")  # fmt: skip
+    assert hit.fix.startswith("roi_align(features, rois, output_size, spatial_scale, sampling_ratio=0, aligned=True)")
+    # torchvision-trained head pooled the mmcv way, and a fixed grid against an adaptive default (info)
+    (tv,) = _hits("MIXED_DEFAULTS", ROIS, **dict(GOOD, aligned=True, convention="torchvision"))
+    assert "uses aligned=True, mmcv / detectron2's default" in tv.message
+    (grid,) = _hits("MIXED_DEFAULTS", ROIS, **dict(GOOD, aligned=True, sampling_ratio=2, convention="detectron2"))
+    assert grid.severity == "info" and "fixed 2 x 2 grid" in grid.message
+    assert _hits("MIXED_DEFAULTS", ROIS, **dict(GOOD, convention="mmcv")) == []  # aligned not given: no claim
+    with pytest.raises(InputValueError, match=r'expects "torchvision" or "mmcv" or "detectron2" \(the framework'):
+        diagnose(ROIS, **dict(GOOD, aligned=True, convention="mmdet"))
