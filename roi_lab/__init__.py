@@ -19,7 +19,12 @@ _EXPORTS: dict[str, str] = {
     "roi_align": "roi_lab.ops.roi_align",
     "RoIAlign": "roi_lab.ops.roi_align",
     "crop_and_resize": "roi_lab.ops.crop_and_resize",
+    "roi_pool": "roi_lab.ops.roi_pool",
+    "RoIPool": "roi_lab.ops.roi_pool",
+    "roi_align_rotated": "roi_lab.ops.roi_align_rotated",
+    "ROIAlignRotated": "roi_lab.ops.roi_align_rotated",
     "assign_fpn_levels": "roi_lab.ops.fpn",
+    "fpn_level_table": "roi_lab.ops.fpn",
     "multi_scale_roi_align": "roi_lab.ops.fpn",
     "MultiScaleRoIAlign": "roi_lab.ops.fpn",
     # boxes, geometry
