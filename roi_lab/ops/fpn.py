@@ -644,7 +644,8 @@ def _multi_scale_op(
     canonical_level: int,
 ) -> Tensor:
     _check_maps(features, rois)
-    check_pyramid_scales(scales)  # the op itself too: TorchScript and direct torch.ops calls come here
+    # the op itself too: TorchScript and direct torch.ops calls come here
+    check_pyramid_scales(_check_scales(scales, len(features)))
     check_output_budget(
         (rois.shape[0], features[0].shape[1], pooled_height, pooled_width), "multi_scale_roi_align",
         "pool fewer boxes per call",
@@ -667,7 +668,7 @@ def _multi_scale_op(
 def _multi_scale_fake(features, rois, scales, pooled_height, pooled_width, sampling_ratio, aligned, canonical_scale,
                       canonical_level):  # fmt: skip
     _check_maps(features, rois)
-    check_pyramid_scales(scales)
+    check_pyramid_scales(_check_scales(scales, len(features)))
     return features[0].new_empty((rois.shape[0], features[0].shape[1], pooled_height, pooled_width))
 
 

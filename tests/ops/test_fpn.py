@@ -293,3 +293,13 @@ def test_infer_scales_rounds_in_float32_like_torchvision():
         expected = 2 ** float(torch.tensor(float(h) / float(height)).log2().round())  # torchvision's _infer_scale
         assert infer_scales([torch.zeros(1, 1, h, 1)], [(height, 1)]) == [expected], (h, height)
     assert 2 ** round(math.log2(2378 / 3363)) != infer_scales([torch.zeros(1, 1, 2378, 1)], [(3363, 1)])[0]
+
+
+@pytest.mark.parametrize("scales", [[0.25, 0.0], [0.25, -0.125], [float("nan"), 0.125], [0.25]])
+def test_the_op_refuses_bad_scales_clearly(scales):
+    # a direct torch.ops call (TorchScript's path) used to crash in math.log2 ("math domain error")
+    maps = [torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 4, 4)]
+    rois = torch.tensor([[0, 1.0, 1, 5, 5]])
+    with pytest.raises(InputValueError, match=r"multi_scale_roi_align\(scales=\.\.\.\) expects (finite positive|one "
+                       "scale per feature map)"):  # fmt: skip
+        torch.ops.roi_lab.multi_scale_roi_align(maps, rois, scales, 2, 2, 2, False, 224.0, 4)
