@@ -176,7 +176,9 @@ class OnnxInspection:
         lines = [head, f"{len(self.nodes)} ROI pooling node{'s' if len(self.nodes) != 1 else ''}"]
         lines += [f"  {n}" for n in self.nodes]
         lines += [str(f) for f in self.findings]
-        if not self.findings and self.nodes:
+        if not self.nodes:
+            lines.append("No RoiAlign, ROIAlign_TRT or PyramidROIAlign_TRT node: nothing to check.")
+        elif not self.findings:
             lines.append("OK: no known export trap in these nodes.")
         return "\n".join(lines)
 
@@ -210,7 +212,17 @@ def inspect_onnx(model: Any, *, measure: bool = True, source: str | None = None)
     proto, source = _load(onnx, model, source)
     opsets = {o.domain: o.version for o in proto.opset_import}
     opset = opsets.get("", opsets.get("ai.onnx"))
-    nodes = [_pool_node(onnx, n, where, node_opset) for n, where, node_opset in _walk(proto, opset)]
+    nodes = []
+    for node, where, node_opset in _walk(proto, opset):
+        try:
+            nodes.append(_pool_node(onnx, node, where, node_opset))
+        except (TypeError, ValueError, OverflowError) as exc:  # an attribute of another type than the spec's
+            raise OnnxModelError(
+                "inspect_onnx",
+                expected=f"{node.op_type} attributes of the types its spec gives (ints, floats, strings)",
+                got=f"node {node.name or node.op_type!r} in {where}: {type(exc).__name__}: {str(exc)[:160]}",
+                fix="re-export the model; a hand-edited node must follow the operator's schema",
+            ) from None
     findings: list[Finding] = []
     for node in nodes:
         findings += _findings(node, measure)

@@ -242,6 +242,20 @@ def test_unreadable_models(tmp_path):
         inspect_onnx(tmp_path)  # a directory
 
 
+def test_attributes_of_the_wrong_type_and_models_without_pooling():
+    model = one_node(sampling_ratio="two", coordinate_transformation_mode="half_pixel")
+    with pytest.raises(OnnxModelError) as err:
+        inspect_onnx(model)
+    assert str(err.value).startswith(
+        "inspect_onnx expects RoiAlign attributes of the types its spec gives (ints, floats, strings); got node "
+        "'pool' in main: ValueError: "
+    )
+    relu = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [], []))
+    report = inspect_onnx(relu)
+    assert report.nodes == [] and report.summary().endswith("No RoiAlign, ROIAlign_TRT or PyramidROIAlign_TRT "
+                                                            "node: nothing to check.")  # fmt: skip
+
+
 # ---------------------------------------------------------------------------------------------------- CLI
 
 
