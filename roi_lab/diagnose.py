@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from roi_lab._display import FindingDisplay
 from roi_lab.errors import InputValueError, short_repr
 
 __all__ = ["CODES", "SEVERITIES", "Finding", "diagnose", "has_errors"]
@@ -79,7 +80,7 @@ _MIN_SCALE, _MAX_SCALE = 1e-6, 1e6
 
 
 @dataclass(frozen=True)
-class Finding:
+class Finding(FindingDisplay):
     """One thing :func:`diagnose` noticed about the inputs.
 
     Attributes:

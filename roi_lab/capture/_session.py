@@ -9,6 +9,7 @@ from typing import Any
 
 from torch import Tensor
 
+from roi_lab._display import CaptureDisplay
 from roi_lab.capture._hooks import ACTIVE, INSTALLATION, RawCall, RawImages, pop_mode, push_mode
 from roi_lab.capture._records import CapturedCall, CapturedImages, nbytes, size_text
 from roi_lab.diagnose import Finding
@@ -34,7 +35,7 @@ def _check_image_size(image_size: Any) -> tuple[int, int] | None:
     )
 
 
-class Capture:
+class Capture(CaptureDisplay):
     """The ROI pooling calls recorded inside a ``with roi_lab.capture(...) as cap:`` block.
 
     Attributes:
