@@ -1,5 +1,6 @@
 # The two commands of the README: `make run` and `make test`.
-# Both create .venv when missing and reinstall only when pyproject.toml changed (stamp files).
+# Both create .venv when missing and reinstall only when pyproject.toml or setup.py changed (stamp files).
+# The core install has no web stack; `make run` adds the [app] extra, `make test` [app,test,onnx].
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -10,12 +11,12 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.stamp-run: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
+$(VENV)/.stamp-run: pyproject.toml setup.py | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[app]'
 	touch $@
 
-$(VENV)/.stamp-test: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+$(VENV)/.stamp-test: pyproject.toml setup.py | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[app,test,onnx]'
 	touch $@ $(VENV)/.stamp-run
 
 run: $(VENV)/.stamp-run
@@ -31,4 +32,4 @@ bench: $(VENV)/.stamp-run
 	$(BIN)/roi-lab bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache build dist roi_lab.egg-info

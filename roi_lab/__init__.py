@@ -11,7 +11,7 @@ from typing import Any
 
 from roi_lab import _limits  # noqa: F401  (first: sets OPENCV_IO_MAX_IMAGE_PIXELS before any cv2 import)
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"  # the one version source: pyproject reads it (tool.setuptools.dynamic)
 
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
