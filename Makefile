@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint typecheck bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,11 @@ run: $(VENV)/.stamp-run
 lint: $(VENV)/.stamp-test
 	$(BIN)/ruff check .
 
-test: lint
+# the public API as users' type checkers see it: the modules and settings in pyproject's [tool.mypy]
+typecheck: $(VENV)/.stamp-test
+	$(BIN)/python -m mypy
+
+test: lint typecheck
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.stamp-run

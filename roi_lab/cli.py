@@ -43,7 +43,7 @@ def _config_flags(config: Path) -> list[str]:
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover - Python 3.10: `toml` comes with streamlit
-        import toml as tomllib
+        import toml as tomllib  # type: ignore[import-untyped]
     settings = tomllib.loads(config.read_text()) if config.is_file() else {}
     flags = []
     for section, values in settings.items():

@@ -497,7 +497,7 @@ def _check_batch(bx: _Boxes, n: int | None, box_indices: Any, finite: np.ndarray
     """Batch indices (roi_align rois / list, crop_and_resize box_indices). False: the box layout is unreliable."""
     if ctx.op == "roi_align":
         if bx.form == "list":
-            if n is not None and bx.n_list > n and bx.coords.shape[0] and bx.batch.max() >= n:
+            if n is not None and bx.n_list > n and bx.coords.shape[0] and bx.batch is not None and bx.batch.max() >= n:
                 ctx.add(
                     "BATCH_INDEX_OUT_OF_RANGE",
                     "error",
@@ -507,7 +507,7 @@ def _check_batch(bx: _Boxes, n: int | None, box_indices: Any, finite: np.ndarray
                     "pass one Tensor[L, 4] per image of the batch: len(boxes) == features.shape[0]",
                 )
             return True
-        if bx.form != "rois":
+        if bx.form != "rois" or bx.batch is None:  # "rois" always has its batch column
             return True
         idx = bx.batch[finite]
         if idx.size == 0:
@@ -1130,7 +1130,7 @@ def diagnose(
     image = _parse_image_size(image_size, ctx) if image_size is not None else None
     if image is None and image_size is None and op_name == "crop_and_resize" and shape is not None:
         image = (float(shape[2]), float(shape[3]))  # normalized boxes refer to the cropped tensor itself
-    scale = 1.0
+    scale: float | None = 1.0
     if op_name == "roi_align" and spatial_scale is not None:
         try:
             scale = float(spatial_scale)

@@ -209,9 +209,9 @@ def list_samples() -> list[Sample]:
     for name, title, filename, licence in _PHOTOS:
         path = folder / filename
         if path.is_file():
-            boxes = _PHOTO_BOXES[name]
-            out.append(Sample(name, title, path, licence, torch.tensor([b[1:] for b in boxes], dtype=torch.float32),
-                              [b[0] for b in boxes], exact_boxes=False))
+            photo = _PHOTO_BOXES[name]
+            out.append(Sample(name, title, path, licence, torch.tensor([b[1:] for b in photo], dtype=torch.float32),
+                              [b[0] for b in photo], exact_boxes=False))
     return out
 
 

@@ -218,7 +218,7 @@ def _image_sizes(image_sizes: object) -> list[tuple[int, int]]:
                 got=f"{describe(s)} in {describe(image_sizes)}", fix=fix,
             )  # fmt: skip
         sizes.append(pair)
-    return sizes
+    return sizes  # type: ignore[return-value]  # every pair checked: two positive ints
 
 
 def _check_scales(scales: object, count: int) -> list[float]:
@@ -237,7 +237,7 @@ def _check_scales(scales: object, count: int) -> list[float]:
             got=describe(scales),
             fix="leave scales=None to infer them from the map and image sizes",
         )
-    return values
+    return values  # type: ignore[return-value]  # every value checked: a positive float
 
 
 def _select(features: dict[str, Tensor] | Sequence[Tensor], featmap_names: Sequence[str] | None) -> list[Tensor]:
@@ -385,7 +385,7 @@ def _onnx_multi_scale(maps, rois, scales, pooled, ratio, aligned, canonical_scal
         pooled_level = roi_align(feature, rois, pooled, scale, ratio, aligned).to(maps[0].dtype)  # [K, C, PH, PW]
         result = pooled_level if result is None else torch.where(levels[:, None, None, None] == level,
                                                                  pooled_level, result)  # fmt: skip
-    return result
+    return result  # type: ignore[return-value]  # maps is never empty (checked by the caller)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -547,7 +547,7 @@ class MultiScaleRoIAlign(nn.Module):
     def __init__(
         self,
         featmap_names: list[str],
-        output_size: int | tuple[int] | list[int],
+        output_size: int | tuple[int, int] | list[int],
         sampling_ratio: int,
         *,
         canonical_scale: int = 224,
@@ -593,7 +593,7 @@ def _traced(*values: object) -> bool:
 
     Not ``has_torch_function``: that is also true while any ``TorchFunctionMode`` is active (e.g.
     ``roi_lab.capture``'s), and then the scales would never be cached on the module."""
-    plain = torch.Tensor.__torch_function__.__func__
+    plain = torch.Tensor.__torch_function__.__func__  # type: ignore[attr-defined]  # a classmethod's function
     for v in tensor_args(*values):
         if isinstance(v, torch.fx.Proxy):
             return True
