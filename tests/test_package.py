@@ -133,3 +133,27 @@ def test_bench_from_an_install_writes_into_the_working_directory(monkeypatch):
     assert calls[-1][2:] == ["--out", "roi_lab_bench.json", "--quick"]
     assert cli.main(["bench", "--out=x.json"]) == 0
     assert calls[-1][2:] == ["--out=x.json"]
+
+
+# ------------------------------------------------------------------------------------------ docs and hooks
+
+
+def test_pre_commit_runs_ruff_at_least_the_tested_version():
+    config = (ROOT / ".pre-commit-config.yaml").read_text()
+    rev = re.search(r"repo: https://github.com/astral-sh/ruff-pre-commit\n\s+rev: v(\d+)\.(\d+)\.(\d+)\n", config)
+    assert rev, "no pinned ruff-pre-commit repo"
+    assert re.search(r"hooks:\n\s+- id: ruff\n", config[rev.end() :])
+    test_extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["test"]
+    (minimum,) = [re.match(r"ruff>=(\d+)\.(\d+)", r).groups() for r in test_extra if r.startswith("ruff")]
+    assert tuple(int(v) for v in rev.groups()[:2]) >= tuple(int(v) for v in minimum)
+
+
+def test_readme_install_section_serves_the_three_audiences_with_real_extras():
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Install") :]
+    section = section[: section.index("\n## ", 1)]
+    for command in ("pip install 'roi-lab[app]'", "roi-lab app", "pip install roi-lab\n", "roi-lab diagnose",
+                    "make run", "make test", "roi-lab --version"):
+        assert command in section, command
+    extras = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"])
+    assert set(re.findall(r"`\[(\w+)\]`", section)) == extras

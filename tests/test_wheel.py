@@ -151,7 +151,8 @@ def test_sdist_has_the_sources_the_wheel_is_built_from(dists):
         names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
     needed = {"pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "CHANGELOG.md", "LICENSE", "streamlit_app.py",
               ".streamlit/config.toml", "sample_data/coffee.png", "sample_data/make_synthetic.py",
-              "benchmarks/bench_roi_align.py", "tests/test_wheel.py", "app_pages/3_side_by_side.py"}
+              "benchmarks/bench_roi_align.py", "tests/test_wheel.py", "app_pages/3_side_by_side.py",
+              ".pre-commit-config.yaml", "examples/notebook.ipynb", "tests/typecheck/public_api.py"}
     assert needed - names == set()
     assert not [n for n in names if n.startswith(("benchmarks/results", "roi_lab/_bundled", ".venv", "build/"))]
     assert not [n for n in names if "__pycache__" in n]
