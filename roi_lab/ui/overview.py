@@ -9,6 +9,7 @@ No streamlit here; plotly only through :mod:`roi_lab.ui.figures`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -143,14 +144,20 @@ def overview_pictures(variants: list[Any], focus: int, size: tuple[int, int], im
     return out
 
 
-def crop_views_of(variants: list[Any], features: torch.Tensor, view: str, index: int,
-                  output_size: int) -> tuple[views.CropViews, dict[str, str]]:
-    """One channel view of every variant's crop of box 0, uncached (the app caches the same two paths in
-    ``roi_lab.ui.side.compute``): the max over the full crops, or the crops of the map's channel view."""
-    if view == "max":  # not linear in the channels: the max over every channel's crop
-        full = variant_crops(variants, features, output_size)
-        return views.crop_views(full["crops"][:, 0], "max"), full["errors"]
-    maps = variant_maps(variants, views.channel_map(features, view, index), output_size)
+def crop_views_of(variants: list[Any], features: torch.Tensor, view: str, index: int, output_size: int, *,
+                  full: Callable[[], dict[str, Any]] | None = None,
+                  of_view: Callable[[], dict[str, Any]] | None = None) -> tuple[views.CropViews, dict[str, str]]:
+    """One channel view of every variant's crop of box 0: the max over the full crops (``view="max"``, not
+    linear in the channels), else the crops of the map's channel view (crop of a view == view of the crop).
+
+    ``full()`` / ``of_view()`` give :func:`variant_crops` / :func:`variant_maps` of these variants; by default
+    computed here (notebooks), the app passes its cached loaders (``roi_lab.ui.side.compute``).
+    """
+    if view == "max":
+        crops = full() if full is not None else variant_crops(variants, features, output_size)
+        return views.crop_views(crops["crops"][:, 0], "max"), crops["errors"]
+    maps = of_view() if of_view is not None else variant_maps(variants, views.channel_map(features, view, index),
+                                                             output_size)
     return views.crop_views(maps["maps"][:, 0]), maps["errors"]
 
 

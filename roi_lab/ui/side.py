@@ -50,14 +50,12 @@ def compute(src: Any, feats: Any, stride: int, boxes: Any, settings: Any, view: 
     variants_key = ((sig[focus],), (h, w), (fh, fw), stride, settings.output_size, settings.sampling_ratio,
                     settings.aligned)
     variants = loaders.variants(*variants_key)
-    if view == "max":  # not linear in the channels: the max over every channel's crop of this box
-        full = loaders.variant_crops(src.feature_key, variants_key, settings.output_size, variants, feats)
-        crops, errors = views.crop_views(full["crops"][:, 0], "max"), full["errors"]
-    else:  # crop of the channel view == channel view of the crop (the ops are linear in C)
-        channel = loaders.channel_map(src.feature_key, view, index, feats)
-        maps = loaders.variant_maps((src.feature_key, view, index), variants_key, settings.output_size, variants,
-                                    channel)
-        crops, errors = views.crop_views(maps["maps"][:, 0]), maps["errors"]
+    crops, errors = overview.crop_views_of(  # the notebook's path (roi_lab.viz), through the cached loaders
+        variants, feats, view, index, settings.output_size,
+        full=lambda: loaders.variant_crops(src.feature_key, variants_key, settings.output_size, variants, feats),
+        of_view=lambda: loaders.variant_maps((src.feature_key, view, index), variants_key, settings.output_size,
+                                             variants, loaders.channel_map(src.feature_key, view, index, feats)),
+    )
     pictures = loaders.overview_pictures(src.image_key, variants_key, 0, figures.PICTURE_SIZE, variants,
                                          working.image)
     verdicts, fig = overview.overview(variants, crops, errors, pictures, scale=boxes.scale, view=view,
