@@ -100,7 +100,7 @@ def test_wheel_carries_the_app_the_pages_the_samples_and_py_typed(dists):
     names = set(_wheel_names(dists))
     bundled = "roi_lab/_bundled/"
     pages = sorted(p.name for p in (ROOT / "app_pages").glob("*.py"))
-    assert len(pages) == 5
+    assert len(pages) >= 5  # every page of the checkout; the router routes exactly these (below)
     expected = {
         "roi_lab/py.typed", "roi_lab/__init__.py", "roi_lab/cli.py", "roi_lab/viz.py", "roi_lab_pytest/__init__.py",
         bundled + "streamlit_app.py", bundled + ".streamlit/config.toml", bundled + "benchmarks/bench_roi_align.py",
