@@ -30,6 +30,11 @@ def ops() -> None:
     crops = roi_lab.crop_and_resize(features, tf_boxes, box_indices, (7, 7))
     assert_type(crops, Tensor)
     assert_type(roi_lab.to_rois([boxes]), Tensor)
+    assert_type(roi_lab.resnet_feature_size((800, 1000), 16), tuple[int, int])  # overloaded: a pair for a pair
+    assert_type(roi_lab.resnet_feature_size(1000, 32), int)
+    levels = roi_lab.MultiScaleRoIAlign(["0"], (7, 7), 2)  # output_size (PH, PW): was typed a 1-tuple
+    out = levels.forward({"0": features}, [boxes], [(64, 80)])
+    assert_type(out, Tensor)
     assert_type(roi_lab.convert_boxes(boxes, src_format="xyxy", dst_format=roi_lab.BoxFormat.CXCYWH), Tensor)
 
 
