@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from roi_lab._display import FindingDisplay
 from roi_lab.errors import short_repr
 
 SEVERITIES: tuple[str, ...] = ("error", "warning", "info")
@@ -35,7 +36,7 @@ _MIN_SCALE, _MAX_SCALE = 1e-6, 1e6
 
 
 @dataclass(frozen=True)
-class Finding:
+class Finding(FindingDisplay):
     """One thing :func:`~roi_lab.diagnose.diagnose` noticed about the inputs.
 
     Attributes:
@@ -553,7 +554,7 @@ def _batch_layout(ctx: Context) -> tuple[bool, list[Hit]]:
         return False, hits
     if ctx.op == "roi_align":
         if bx.form == "list":
-            if n is not None and bx.n_list > n and bx.coords.shape[0] and bx.batch.max() >= n:
+            if n is not None and bx.n_list > n and bx.coords.shape[0] and bx.batch is not None and bx.batch.max() >= n:
                 hits.append(Hit(
                     "error",
                     "The list holds more box tensors than the feature map has images: list position i is the "

@@ -14,29 +14,78 @@ loaded by :func:`roi_lab.load_capture` (regular files only, size-capped, ``weigh
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-APP = Path(__file__).resolve().parent.parent / "streamlit_app.py"
+from roi_lab import __version__, _bundle
 
 EXIT_OK, EXIT_FINDINGS, EXIT_UNREADABLE, EXIT_NOT_RECOGNISED = 0, 1, 2, 3
+APP_MODULES = ("streamlit", "plotly")  # what `roi-lab app` needs beyond the core: the [app] extra
+BENCH_OUT = "roi_lab_bench.json"  # `roi-lab bench` from an installed wheel writes here, not into site-packages
+
+
+def _missing(modules: tuple[str, ...]) -> list[str]:
+    return [m for m in modules if importlib.util.find_spec(m) is None]
+
+
+def _config_flags(config: Path) -> list[str]:
+    """The app's ``.streamlit/config.toml`` as ``streamlit run`` flags (``--runner.postScriptGC=false``, ...).
+
+    Streamlit reads that file from the working directory only, so ``roi-lab app`` run anywhere else (an
+    installed wheel, say) passes it on the command line. A setting also given as a ``STREAMLIT_*`` environment
+    variable is left out: flags would override it, and the environment is the user's to set.
+    """
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10: `toml` comes with streamlit
+        import toml as tomllib  # type: ignore[import-untyped]
+    settings = tomllib.loads(config.read_text()) if config.is_file() else {}
+    flags = []
+    for section, values in settings.items():
+        for key, value in values.items():
+            env = f"STREAMLIT_{section}_{re.sub(r'(?<!^)(?=[A-Z])', '_', key)}".upper()
+            if env not in os.environ:
+                text = str(value).lower() if isinstance(value, bool) else str(value)
+                flags.append(f"--{section}.{key}={text}")
+    return flags
 
 
 def _cmd_app(args: argparse.Namespace) -> int:
-    if not APP.exists():
-        print(f"roi-lab app: {APP} not found; run it from a source checkout (pip install -e .)", file=sys.stderr)
-        return 2
-    cmd = [sys.executable, "-m", "streamlit", "run", str(APP), *args.passthrough]
+    missing = _missing(APP_MODULES)
+    if missing:
+        names = " and ".join(missing)
+        print(f"roi-lab app needs {names}, which {'is' if len(missing) == 1 else 'are'} not installed. "
+              "Install the app with: pip install 'roi-lab[app]'", file=sys.stderr)
+        return EXIT_UNREADABLE
+    try:
+        app = _bundle.path("streamlit_app.py")
+    except _bundle.BundleMissing as exc:
+        print(f"roi-lab app: {exc}", file=sys.stderr)
+        return EXIT_UNREADABLE
+    flags = _config_flags(app.parent / ".streamlit" / "config.toml")
+    cmd = [sys.executable, "-m", "streamlit", "run", *flags, str(app), *args.passthrough]
     return subprocess.call(cmd, env=os.environ.copy())
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    bench = APP.parent / "benchmarks" / "bench_roi_align.py"
-    return subprocess.call([sys.executable, str(bench), *args.passthrough])
+    try:
+        bench = _bundle.path("benchmarks/bench_roi_align.py")
+    except _bundle.BundleMissing as exc:
+        print(f"roi-lab bench: {exc}", file=sys.stderr)
+        return EXIT_UNREADABLE
+    extra = list(args.passthrough)
+    if _bundle.installed() and not any(a == "--out" or a.startswith("--out=") for a in extra):
+        extra = ["--out", BENCH_OUT, *extra]
+    if _missing(("onnxruntime",)):
+        print("roi-lab bench: onnxruntime is not installed, so its column is skipped; "
+              "pip install 'roi-lab[bench]' adds it", file=sys.stderr)
+    return subprocess.call([sys.executable, str(bench), *extra])
 
 
 class _Unreadable(Exception):
@@ -291,8 +340,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="roi-lab", description="Debug what reaches ROIAlign / CropAndResize: boxes, spaces, strides."
     )
+    parser.add_argument("--version", action="version", version=f"roi-lab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("app", help="start the Streamlit app (extra arguments go to `streamlit run`)")
+    p = sub.add_parser(
+        "app",
+        help="start the Streamlit app on the bundled samples (extra arguments go to `streamlit run`)",
+        description="Start the Streamlit app (needs the [app] extra: pip install 'roi-lab[app]'). Options it does "
+        "not know go to `streamlit run`, e.g. --server.port 8502.",
+    )
     p.set_defaults(func=_cmd_app)
     p = sub.add_parser(
         "diagnose",
@@ -362,7 +417,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-measure", action="store_true", help="do not run mode=max nodes through onnxruntime to size the error"
     )
     p.set_defaults(func=_cmd_inspect)
-    p = sub.add_parser("bench", help="run benchmarks/bench_roi_align.py (extra arguments go to it)")
+    p = sub.add_parser(
+        "bench",
+        help="benchmark roi_align against torchvision (benchmarks/bench_roi_align.py; extra arguments go to it)",
+        description="Run benchmarks/bench_roi_align.py (bundled in the wheel): --quick, --cases, --threads, --device, "
+        f"--out. From an installed wheel the JSON goes to ./{BENCH_OUT} unless --out says otherwise; the "
+        "onnxruntime column needs pip install 'roi-lab[bench]'.",
+    )
     p.set_defaults(func=_cmd_bench)
     return parser
 

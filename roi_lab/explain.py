@@ -37,6 +37,8 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 
+from roi_lab._display import ExplanationDisplay
+
 __all__ = ["Explanation", "Rule", "RULES", "CODES", "MAX_TEXT_CHARS", "explain_error"]
 
 #: the longest text explain_error reads whole; a longer one is read as its head and its tail (see ``note``).
@@ -65,7 +67,7 @@ CODES: tuple[str, ...] = (
 
 
 @dataclass(frozen=True)
-class Explanation:
+class Explanation(ExplanationDisplay):
     """What an error message means and how to fix it.
 
     Attributes:

@@ -416,8 +416,8 @@ def _measure_max_mode(node: PoolNode) -> str:
     x = torch.randn(1, 4, 24, 24, generator=gen)
     cells = torch.tensor([[2.0, 3, 14, 12], [0.5, 0.5, 20, 22], [5, 6, 9, 18], [1.2, 7.7, 3.3, 9.9]])
     boxes = cells / scale  # [4, 4] input px, inside the 24 x 24 map
-    attrs = {"mode": "max", "output_height": ph, "output_width": pw, "sampling_ratio": max(node.sampling_ratio, 0),
-             "spatial_scale": scale}  # fmt: skip
+    attrs: dict[str, Any] = {"mode": "max", "output_height": ph, "output_width": pw,
+                             "sampling_ratio": max(node.sampling_ratio, 0), "spatial_scale": scale}  # fmt: skip
     opset = max(node.opset or 16, 10)
     if opset >= 16:
         attrs["coordinate_transformation_mode"] = node.coordinate_transformation_mode

@@ -145,8 +145,8 @@ def assign_fpn_levels(
             got=describe(convention),
             fix='pass convention="torchvision" (the default) or the framework whose model you debug',
         )
-    if convention in _NEEDS_IMAGE:
-        image_size = _one_image_size(image_size, where, convention)
+    # (H, W) for the conventions that normalize by the image; the others never read it
+    size = _one_image_size(image_size, where, convention) if convention in _NEEDS_IMAGE else (0, 0)
     k_min, k_max, canonical_scale, canonical_level = _level_options(where, k_min, k_max, canonical_scale,
                                                                     canonical_level)  # fmt: skip
     finest_scale = _positive(where, "finest_scale", finest_scale, "pass e.g. finest_scale=56 (mmdet's default)")
@@ -177,14 +177,14 @@ def assign_fpn_levels(
     if convention == "torchvision":
         return _torchvision_levels(boxes, k_min, k_max, canonical_scale, canonical_level)
     if convention == "matterport":
-        return _matterport_levels(boxes, image_size, k_min, k_max, canonical_scale, canonical_level)
+        return _matterport_levels(boxes, size, k_min, k_max, canonical_scale, canonical_level)
     if convention in ("tf_model_garden", "keras_cv"):
         s32 = s.float()
         level = torch.floor(torch.log(s32 / canonical_scale) / torch.log(torch.tensor(2.0))) + canonical_level
         level = torch.nan_to_num(level, nan=k_min, neginf=k_min)  # TF: log(0) = -inf, cast and clamped up
         return level.clamp(k_min, k_max).to(torch.int64)
     if convention == "tensorrt":
-        return _tensorrt_levels(boxes, image_size, k_min, k_max, canonical_scale, canonical_level)
+        return _tensorrt_levels(boxes, size, k_min, k_max, canonical_scale, canonical_level)
     if convention == "detectron2":
         level = torch.floor(canonical_level + torch.log2(s / canonical_scale + 1e-8))
     else:
@@ -444,7 +444,7 @@ def _image_sizes(image_sizes: object) -> list[tuple[int, int]]:
                 got=f"{describe(s)} in {describe(image_sizes)}", fix=fix,
             )  # fmt: skip
         sizes.append(pair)
-    return sizes
+    return sizes  # type: ignore[return-value]  # every pair checked: two positive ints
 
 
 def _check_scales(scales: object, count: int) -> list[float]:
@@ -463,7 +463,7 @@ def _check_scales(scales: object, count: int) -> list[float]:
             got=describe(scales),
             fix="leave scales=None to infer them from the map and image sizes",
         )
-    return values
+    return values  # type: ignore[return-value]  # every value checked: a positive float
 
 
 def _select(features: dict[str, Tensor] | Sequence[Tensor], featmap_names: Sequence[str] | None) -> list[Tensor]:
@@ -612,7 +612,7 @@ def _onnx_multi_scale(maps, rois, scales, pooled, ratio, aligned, canonical_scal
         pooled_level = roi_align(feature, rois, pooled, scale, ratio, aligned).to(maps[0].dtype)  # [K, C, PH, PW]
         result = pooled_level if result is None else torch.where(levels[:, None, None, None] == level,
                                                                  pooled_level, result)  # fmt: skip
-    return result
+    return result  # type: ignore[return-value]  # maps is never empty (checked by the caller)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -777,7 +777,7 @@ class MultiScaleRoIAlign(nn.Module):
     def __init__(
         self,
         featmap_names: list[str],
-        output_size: int | tuple[int] | list[int],
+        output_size: int | tuple[int, int] | list[int],
         sampling_ratio: int,
         *,
         canonical_scale: int = 224,
@@ -823,7 +823,7 @@ def _traced(*values: object) -> bool:
 
     Not ``has_torch_function``: that is also true while any ``TorchFunctionMode`` is active (e.g.
     ``roi_lab.capture``'s), and then the scales would never be cached on the module."""
-    plain = torch.Tensor.__torch_function__.__func__
+    plain = torch.Tensor.__torch_function__.__func__  # type: ignore[attr-defined]  # a classmethod's function
     for v in tensor_args(*values):
         if isinstance(v, torch.fx.Proxy):
             return True

@@ -21,7 +21,7 @@ calls only from the registered op's real implementations. Here:
 
 from __future__ import annotations
 
-from typing import List, Optional, Union  # noqa: UP035 - TorchScript reads these annotations
+from typing import Any, List, Optional, Union  # noqa: UP035 - TorchScript reads these annotations
 
 import torch
 from torch import Tensor, nn
@@ -416,7 +416,9 @@ def onnx_translation_table() -> dict:
         ep = torch.export.export(model, (features, rois))
         torch.onnx.export(ep, custom_translation_table=roi_lab.ops.roi_align.onnx_translation_table())
     """
-    from onnxscript import opset18 as op
+    from onnxscript import opset18
+
+    op: Any = opset18  # its signatures do not type Python lists as constant inputs
 
     def roi_align_onnx(input, rois, spatial_scale: float, pooled_height: int, pooled_width: int,
                        sampling_ratio: int, aligned: bool, mode: str):  # fmt: skip
@@ -492,4 +494,5 @@ def _roi_align_script(
     return torch.ops.roi_lab.roi_align(input, rois, spatial_scale, size[0], size[1], sampling_ratio, aligned, mode)
 
 
-roi_align.__prepare_scriptable__ = lambda: _roi_align_script  # torch.jit.script(roi_align) compiles the twin
+# torch.jit.script(roi_align) compiles the twin (an attribute mypy does not know functions have)
+roi_align.__prepare_scriptable__ = lambda: _roi_align_script  # type: ignore[attr-defined]
