@@ -205,7 +205,8 @@ class _VGGFeatures(nn.Module):
         for m in self.features.modules():  # the same init as torchvision's VGG.__init__
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.constant_(m.bias, 0)
+                if m.bias is not None:  # always, in VGG16's convs
+                    nn.init.constant_(m.bias, 0)
 
 
 def _build(name: str) -> nn.Module:
@@ -425,22 +426,23 @@ class Backbone:
 
     # ----------------------------------------------------------------------- forward
     def _forward(self, x: Tensor, wanted: tuple[str, ...]) -> dict[str, Tensor]:
+        model: Any = self.model  # torchvision's VGG / ResNet / FPN: nn.Module attributes type as Tensor | Module
         out: dict[str, Tensor] = {}
         if self.name == "vgg16":
             last = max(_VGG_RELU_INDEX[s] for s in wanted)
             at = {_VGG_RELU_INDEX[s]: s for s in wanted}
-            for i, layer in enumerate(self.model.features[: last + 1]):
+            for i, layer in enumerate(model.features[: last + 1]):
                 x = layer(x)
                 if i in at:
                     out[at[i]] = x
             return out
         if self.name == "resnet50_fpn":
-            body, want_p = self.model.body, any(s.startswith("P") for s in wanted)
+            body, want_p = model.body, any(s.startswith("P") for s in wanted)
             need = _RESNET_STAGES if want_p else wanted
             stem = nn.Sequential(body.conv1, body.bn1, body.relu, body.maxpool)
             layers = {s: getattr(body, _RESNET_LAYER[s]) for s in _RESNET_STAGES}
         else:
-            m, need = self.model, wanted
+            m, need = model, wanted
             stem = nn.Sequential(m.conv1, m.bn1, m.relu, m.maxpool)
             layers = {s: getattr(m, _RESNET_LAYER[s]) for s in _RESNET_STAGES}
         deepest = max(_RESNET_STAGES.index(s) for s in need if s in _RESNET_STAGES)
@@ -450,7 +452,7 @@ class Backbone:
             x = layers[s](x)
             c[s] = x
         if self.name == "resnet50_fpn" and want_p:
-            p = self.model.fpn(OrderedDict((str(i), c[s]) for i, s in enumerate(_RESNET_STAGES)))
+            p = model.fpn(OrderedDict((str(i), c[s]) for i, s in enumerate(_RESNET_STAGES)))
             c.update({"P2": p["0"], "P3": p["1"], "P4": p["2"], "P5": p["3"], "P6": p["pool"]})
         return {s: c[s] for s in wanted}
 
@@ -746,6 +748,6 @@ def _pca_rgb(x: Tensor) -> np.ndarray:
     span = torch.where(hi - lo > 1e-12, hi - lo, torch.ones_like(hi))
     scaled = ((proj - lo) / span * 255.0).round().clamp(0, 255)
     scaled = torch.where((hi - lo > 1e-12)[None], scaled, torch.zeros_like(scaled))
-    rgb = torch.zeros(h * w, 3, dtype=torch.float64)
-    rgb[:, :k] = scaled
-    return rgb.reshape(h, w, 3).numpy().astype(np.uint8)
+    out = torch.zeros(h * w, 3, dtype=torch.float64)
+    out[:, :k] = scaled
+    return out.reshape(h, w, 3).numpy().astype(np.uint8)

@@ -29,7 +29,7 @@ import re
 from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import torch
@@ -85,7 +85,10 @@ DEFAULT_LABEL = "object"
 # ----------------------------------------------------------------------------------------------
 
 
-def _enum(value: Any, enum: type[Enum], where: str, name: str) -> Any:
+_E = TypeVar("_E", bound=Enum)
+
+
+def _enum(value: Any, enum: type[_E], where: str, name: str) -> _E:
     if isinstance(value, enum):
         return value
     if isinstance(value, str):
@@ -114,7 +117,7 @@ def _size_pair(size: Any, where: str, name: str, *, integer: bool = True) -> tup
             try:
                 if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v <= 0:
                     ok = False
-                elif integer and float(v) != int(v):
+                elif integer and float(v) != int(v):  # type: ignore[call-overload]  # a numbers.Real has __int__
                     ok = False
             except OverflowError:  # an int beyond float range (e.g. 10**400 from a JSON file)
                 ok = False
@@ -652,7 +655,7 @@ def _hashable_id(v: Any, where: str, fix: str) -> Any:
 def _read_coco(obj: Any, image_id: Any) -> LabeledBoxes:
     fix_shape = 'COCO is {"images": [...], "annotations": [{"image_id": 1, "bbox": [x, y, w, h], ...}], ...}'
     if isinstance(obj, list):
-        anns, images, cats = obj, [], []
+        anns, images, cats = obj, [], []  # type: list[Any], list[Any], list[Any]
     elif isinstance(obj, dict) and isinstance(obj.get("annotations"), list):
         anns, images, cats = obj["annotations"], obj.get("images") or [], obj.get("categories") or []
     else:
@@ -683,7 +686,8 @@ def _read_coco(obj: Any, image_id: Any) -> LabeledBoxes:
         wanted = images[0]["id"]
     elif anns and isinstance(anns[0], dict):
         wanted = anns[0].get("image_id")
-    boxes, labels = [], []
+    boxes: list[list[float]] = []
+    labels: list[str] = []
     for i, a in enumerate(anns):
         if not isinstance(a, dict):
             raise _file_error(f"coco annotations[{i}]", "a dict with a 'bbox'", describe(a), fix_shape)
@@ -880,7 +884,8 @@ def _read_yolo(text: str, image_size: Any) -> LabeledBoxes:
         )
     h, w = _size_pair(image_size, "read_boxes", "image_size")
     fix = "each line is 'class cx cy w h' with cx, cy, w, h normalized to [0, 1] by the image width and height"
-    rows, labels = [], []
+    rows: list[list[float]] = []
+    labels: list[str] = []
     for n, line in enumerate(text.splitlines(), start=1):
         fields = line.split()
         if not fields or fields[0].startswith("#"):

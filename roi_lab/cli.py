@@ -1,8 +1,9 @@
-"""``roi-lab`` command line: ``app``, ``diagnose``, ``explain``, ``capture``, ``bench``.
+"""``roi-lab`` command line: ``app``, ``diagnose``, ``explain``, ``capture``, ``inspect``, ``bench``.
 
 Exit status: ``diagnose`` 0 when no finding is an error, 1 when one is (so CI can run it), 2 when BOXES,
 CAPTURE.pt or --box-indices cannot be read; ``explain`` 0 when the text is explained, 3 when it is not
-recognised, 2 when FILE cannot be read; ``capture`` the script's own. argparse usage errors exit 2 too.
+recognised, 2 when FILE cannot be read; ``inspect`` 0 or 1 as ``diagnose``, 2 when the model cannot be read
+or onnx is missing; ``capture`` the script's own. argparse usage errors exit 2 too.
 
 Input files are read by :func:`roi_lab._io.read_bounded`: regular files only (``/dev/zero``, a FIFO or a
 directory is refused without blocking), at most 8 MiB for BOXES and --box-indices and 4 MiB for explain's
@@ -13,29 +14,78 @@ loaded by :func:`roi_lab.load_capture` (regular files only, size-capped, ``weigh
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-APP = Path(__file__).resolve().parent.parent / "streamlit_app.py"
+from roi_lab import __version__, _bundle
 
 EXIT_OK, EXIT_FINDINGS, EXIT_UNREADABLE, EXIT_NOT_RECOGNISED = 0, 1, 2, 3
+APP_MODULES = ("streamlit", "plotly")  # what `roi-lab app` needs beyond the core: the [app] extra
+BENCH_OUT = "roi_lab_bench.json"  # `roi-lab bench` from an installed wheel writes here, not into site-packages
+
+
+def _missing(modules: tuple[str, ...]) -> list[str]:
+    return [m for m in modules if importlib.util.find_spec(m) is None]
+
+
+def _config_flags(config: Path) -> list[str]:
+    """The app's ``.streamlit/config.toml`` as ``streamlit run`` flags (``--runner.postScriptGC=false``, ...).
+
+    Streamlit reads that file from the working directory only, so ``roi-lab app`` run anywhere else (an
+    installed wheel, say) passes it on the command line. A setting also given as a ``STREAMLIT_*`` environment
+    variable is left out: flags would override it, and the environment is the user's to set.
+    """
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10: `toml` comes with streamlit
+        import toml as tomllib  # type: ignore[import-untyped]
+    settings = tomllib.loads(config.read_text()) if config.is_file() else {}
+    flags = []
+    for section, values in settings.items():
+        for key, value in values.items():
+            env = f"STREAMLIT_{section}_{re.sub(r'(?<!^)(?=[A-Z])', '_', key)}".upper()
+            if env not in os.environ:
+                text = str(value).lower() if isinstance(value, bool) else str(value)
+                flags.append(f"--{section}.{key}={text}")
+    return flags
 
 
 def _cmd_app(args: argparse.Namespace) -> int:
-    if not APP.exists():
-        print(f"roi-lab app: {APP} not found; run it from a source checkout (pip install -e .)", file=sys.stderr)
-        return 2
-    cmd = [sys.executable, "-m", "streamlit", "run", str(APP), *args.passthrough]
+    missing = _missing(APP_MODULES)
+    if missing:
+        names = " and ".join(missing)
+        print(f"roi-lab app needs {names}, which {'is' if len(missing) == 1 else 'are'} not installed. "
+              "Install the app with: pip install 'roi-lab[app]'", file=sys.stderr)
+        return EXIT_UNREADABLE
+    try:
+        app = _bundle.path("streamlit_app.py")
+    except _bundle.BundleMissing as exc:
+        print(f"roi-lab app: {exc}", file=sys.stderr)
+        return EXIT_UNREADABLE
+    flags = _config_flags(app.parent / ".streamlit" / "config.toml")
+    cmd = [sys.executable, "-m", "streamlit", "run", *flags, str(app), *args.passthrough]
     return subprocess.call(cmd, env=os.environ.copy())
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    bench = APP.parent / "benchmarks" / "bench_roi_align.py"
-    return subprocess.call([sys.executable, str(bench), *args.passthrough])
+    try:
+        bench = _bundle.path("benchmarks/bench_roi_align.py")
+    except _bundle.BundleMissing as exc:
+        print(f"roi-lab bench: {exc}", file=sys.stderr)
+        return EXIT_UNREADABLE
+    extra = list(args.passthrough)
+    if _bundle.installed() and not any(a == "--out" or a.startswith("--out=") for a in extra):
+        extra = ["--out", BENCH_OUT, *extra]
+    if _missing(("onnxruntime",)):
+        print("roi-lab bench: onnxruntime is not installed, so its column is skipped; "
+              "pip install 'roi-lab[bench]' adds it", file=sys.stderr)
+    return subprocess.call([sys.executable, str(bench), *extra])
 
 
 class _Unreadable(Exception):
@@ -133,6 +183,9 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
         op=args.op,
         spatial_scale=args.spatial_scale,
         box_indices=box_indices,
+        aligned=None if args.aligned is None else args.aligned == "true",
+        sampling_ratio=args.sampling_ratio,
+        convention=args.trained_with,
     )
     failed = has_errors(findings)
     if args.format == "json":
@@ -171,6 +224,9 @@ def _cmd_diagnose_capture(args: argparse.Namespace) -> int:
             ("--features", args.features),
             ("--spatial-scale", args.spatial_scale),
             ("--box-indices", args.box_indices),
+            ("--aligned", args.aligned),
+            ("--sampling-ratio", args.sampling_ratio),
+            ("--trained-with", args.trained_with),
         )
         if value is not None
     ]
@@ -238,6 +294,18 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return EXIT_OK if explanation else EXIT_NOT_RECOGNISED
 
 
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from roi_lab.inspect_onnx import OnnxModelError, inspect_onnx
+
+    try:
+        report = inspect_onnx(args.model, measure=not args.no_measure)
+    except OnnxModelError as exc:
+        print(f"roi-lab inspect: {_one_line(str(exc))}", file=sys.stderr)
+        return EXIT_UNREADABLE
+    print(json.dumps(report.to_dict(), indent=2) if args.format == "json" else report.summary())
+    return EXIT_FINDINGS if report.has_errors else EXIT_OK
+
+
 PASSTHROUGH = ("app", "bench")
 
 
@@ -272,8 +340,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="roi-lab", description="Debug what reaches ROIAlign / CropAndResize: boxes, spaces, strides."
     )
+    parser.add_argument("--version", action="version", version=f"roi-lab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("app", help="start the Streamlit app (extra arguments go to `streamlit run`)")
+    p = sub.add_parser(
+        "app",
+        help="start the Streamlit app on the bundled samples (extra arguments go to `streamlit run`)",
+        description="Start the Streamlit app (needs the [app] extra: pip install 'roi-lab[app]'). Options it does "
+        "not know go to `streamlit run`, e.g. --server.port 8502.",
+    )
     p.set_defaults(func=_cmd_app)
     p = sub.add_parser(
         "diagnose",
@@ -306,6 +380,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="roi_align's spatial_scale (default: torchvision's 1.0)",
     )
     p.add_argument("--box-indices", metavar="FILE", help="JSON array with crop_and_resize's image index per box")
+    p.add_argument("--aligned", choices=("true", "false"), help="roi_align's aligned, as the call passes it")
+    p.add_argument("--sampling-ratio", type=int, metavar="N", help="roi_align's sampling_ratio, as the call passes it")
+    p.add_argument(
+        "--trained-with",
+        choices=("torchvision", "mmcv", "detectron2"),
+        help="the framework the head was trained with: MIXED_DEFAULTS says when --aligned / --sampling-ratio are "
+        "another framework's defaults",
+    )
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.set_defaults(func=_cmd_diagnose, parser=p)
     p = sub.add_parser(
@@ -320,7 +402,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.set_defaults(func=_cmd_explain)
     _add_capture_parser(sub)
-    p = sub.add_parser("bench", help="run benchmarks/bench_roi_align.py (extra arguments go to it)")
+    p = sub.add_parser(
+        "inspect",
+        help="list the RoiAlign nodes of an ONNX model and flag export traps (needs roi-lab[onnx])",
+        description="List every RoiAlign (and TensorRT ROIAlign_TRT / PyramidROIAlign_TRT) node of MODEL.onnx: "
+        "opset, coordinate_transformation_mode (written or the opset's default), sampling_ratio, mode, "
+        "spatial_scale, output size; flag the traps: no half-pixel mode before opset 16, ONNX's max mode, "
+        "adaptive or omitted sampling_ratio, TensorRT pyramid flags.",
+        epilog="Exit status: 0 no error finding, 1 at least one error finding, 2 unreadable model or onnx missing.",
+    )
+    p.add_argument("model", metavar="MODEL.onnx", help="the exported model")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument(
+        "--no-measure", action="store_true", help="do not run mode=max nodes through onnxruntime to size the error"
+    )
+    p.set_defaults(func=_cmd_inspect)
+    p = sub.add_parser(
+        "bench",
+        help="benchmark roi_align against torchvision (benchmarks/bench_roi_align.py; extra arguments go to it)",
+        description="Run benchmarks/bench_roi_align.py (bundled in the wheel): --quick, --cases, --threads, --device, "
+        f"--out. From an installed wheel the JSON goes to ./{BENCH_OUT} unless --out says otherwise; the "
+        "onnxruntime column needs pip install 'roi-lab[bench]'.",
+    )
     p.set_defaults(func=_cmd_bench)
     return parser
 

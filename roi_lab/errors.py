@@ -192,7 +192,7 @@ def describe(x: Any) -> str:
     try:
         import torch
     except ImportError:  # pragma: no cover - torch is a dependency
-        torch = None
+        torch = None  # type: ignore[assignment]
     if torch is not None and isinstance(x, torch.Tensor):
         dims = ", ".join(str(d) for d in x.shape)
         return f"Tensor[{dims}] {str(x.dtype).replace('torch.', '')} on {x.device}"

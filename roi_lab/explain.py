@@ -7,7 +7,8 @@ with one of the codes below, or ``None`` when the text is not an ROI-pooling inp
 
 Codes: MISSING_BATCH_INDEX, BOX_COLUMNS, BAD_RANK, EMPTY_BOXES, DTYPE_MISMATCH, DTYPE_UNSUPPORTED,
 DEVICE_MISMATCH, BOX_INDICES_SHAPE, BATCH_INDEX_OUT_OF_RANGE, NON_FINITE, CROP_SIZE, FEATURE_PYRAMID,
-API_RENAMED.
+API_RENAMED, PS_CHANNELS, INVERTED_BOX, EXPORT_MISMATCH (an ONNX export or runtime that computes something
+else than the PyTorch pooler: torchvision's exporter warnings, onnxruntime's max-mode warning).
 
 The knowledge is one table, :data:`RULES`: each :class:`Rule` is a regular expression with named
 groups (so shapes, dtypes and devices may vary inside the message), the code, the framework, and
@@ -36,6 +37,8 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 
+from roi_lab._display import ExplanationDisplay
+
 __all__ = ["Explanation", "Rule", "RULES", "CODES", "MAX_TEXT_CHARS", "explain_error"]
 
 #: the longest text explain_error reads whole; a longer one is read as its head and its tail (see ``note``).
@@ -57,11 +60,14 @@ CODES: tuple[str, ...] = (
     "CROP_SIZE",
     "FEATURE_PYRAMID",
     "API_RENAMED",
+    "PS_CHANNELS",
+    "INVERTED_BOX",
+    "EXPORT_MISMATCH",
 )
 
 
 @dataclass(frozen=True)
-class Explanation:
+class Explanation(ExplanationDisplay):
     """What an error message means and how to fix it.
 
     Attributes:
@@ -121,8 +127,12 @@ _ROI = (
     r"roi_align|roi_pool|ps_roi|RoIAlign|RoIPool|ROIAlign|ROIPool|RoiAlign|MultiScaleRoIAlign|poolers\.py"
     r"|ROIPooler|crop_and_resize|CropAndResize|\brois\b"
 )
-# ONNX shape inference: "(op_type:RoiAlign, node name: ra): [ShapeInferenceError] <message>" (name and tag optional)
-_ONNX_NODE = r"\(op_type:RoiAlign(?:, node name: [^)\n]{0,200})?\):\s{0,4}(?:\[ShapeInferenceError\]\s{0,4})?"
+# ONNX shape inference: "(op_type:RoiAlign, node name: ra): [ShapeInferenceError] <message>" (name and tag optional),
+# onnxruntime's session creation: "Node (ra) Op (RoiAlign) [ShapeInferenceError] <message>"
+_ONNX_NODE = (
+    r"(?:\(op_type:RoiAlign(?:, node name: [^)\n]{0,200})?\):|Node \([^)\n]{0,200}\) Op \(RoiAlign\))"
+    r"\s{0,4}(?:\[ShapeInferenceError\]\s{0,4})?"
+)
 _POOLER = r"poolers\.py|MultiScaleRoIAlign|_setup_scales|_infer_scale|_filter_input|convert_to_roi_format"
 
 
@@ -256,6 +266,15 @@ RULES: tuple[Rule, ...] = (
         "torchvision",
         "the feature map and the rois have different dtypes (e.g. float16 features under autocast with "
         "float32 boxes, or float64 boxes from numpy); torchvision's kernel needs them equal.",
+        "rois = rois.to(features.dtype)  # or [b.to(features.dtype) for b in boxes]",
+    ),
+    Rule(  # TORCH_CHECK(cond) with no message of its own (c10/util/Exception.h prints the condition)
+        r"Expected input\.scalar_type\(\) == rois\.scalar_type\(\) to be true, but got false",
+        "DTYPE_MISMATCH",
+        "",
+        "the ROI kernel checks that the feature map and the rois have one dtype, and they do not (float16 "
+        "features under autocast with float32 boxes, or float64 boxes from numpy); this build prints the "
+        "check itself instead of a message.",
         "rois = rois.to(features.dtype)  # or [b.to(features.dtype) for b in boxes]",
     ),
     Rule(
@@ -473,7 +492,7 @@ RULES: tuple[Rule, ...] = (
     Rule(
         _ONNX_NODE + r"Input 2 expected to have rank 1 but has rank (?P<got>\d{1,20})",
         "BOX_INDICES_SHAPE",
-        "onnx",
+        "",  # onnx, or onnxruntime when its session ran the shape inference
         "batch_indices must be 1-D [K]; the model declares it with rank {got}.",
         "declare batch_indices as helper.make_tensor_value_info('batch_indices', TensorProto.INT64, ['K'])",
     ),
@@ -481,7 +500,7 @@ RULES: tuple[Rule, ...] = (
         _ONNX_NODE + r"Input (?P<index>[01]) expected to have rank (?P<expected>\d{1,20}) but has rank "
         r"(?P<got>\d{1,20})",
         "BAD_RANK",
-        "onnx",
+        "",  # onnx, or onnxruntime when its session ran the shape inference
         "RoiAlign input {input} must have rank {expected}; the model gives it rank {got}.",
         "X is [N, C, H, W] and rois [K, 4]: fix the declared shapes (or add Unsqueeze/Reshape before RoiAlign)",
         derive=_ort_input,
@@ -489,7 +508,7 @@ RULES: tuple[Rule, ...] = (
     Rule(
         _ONNX_NODE + r"Dimension mismatch in unification between (?P<a>\d{1,20}) and (?P<b>\d{1,20})",
         "BOX_INDICES_SHAPE",
-        "onnx",
+        "",  # onnx, or onnxruntime when its session ran the shape inference
         "rois and batch_indices must have the same number of rows K; the model declares {a} and {b}.",
         "declare both with the same first dimension, e.g. 'K' for rois ['K', 4] and batch_indices ['K']",
     ),
@@ -497,7 +516,7 @@ RULES: tuple[Rule, ...] = (
         _ONNX_NODE + r"(?P<name>rois|X|batch_indices) has inconsistent type "
         r"tensor\((?P<dtype>\w{1,64})\)",
         "DTYPE_MISMATCH",
-        "onnx",
+        "",  # onnx, or onnxruntime when its session ran the shape inference
         "{name} is declared as {dtype}, which does not match the other RoiAlign inputs (X and rois share one "
         "float type; batch_indices is int64).",
         "declare {name} with the type of X (or int64 for batch_indices)",
@@ -614,6 +633,87 @@ RULES: tuple[Rule, ...] = (
         "TensorFlow 1.x calls crop_and_resize's third argument box_ind; box_indices is the TF2 name.",
         "tf.image.crop_and_resize(image, boxes, box_ind=box_indices, crop_size=crop_size)  # TF1, or pass it "
         "positionally",
+    ),
+    Rule(
+        r"No OpKernel was registered to support Op 'CropAndResize' with these attrs",
+        "DTYPE_UNSUPPORTED",
+        "tensorflow",
+        "this TensorFlow has no CropAndResize kernel for the image's dtype on this device (TensorFlow 1.x "
+        "registered float kernels only, so a uint8 image from cv2 / PIL fails: tensorflow/tensorflow#9020).",
+        "tf.image.crop_and_resize(tf.cast(image, tf.float32), boxes, box_indices, crop_size)",
+    ),
+    # --- position-sensitive pooling --------------------------------------------------------------
+    Rule(
+        r"input channels must be a multiple of pooling height \* pooling width",
+        "PS_CHANNELS",
+        "torchvision",
+        "ps_roi_align / ps_roi_pool read each output bin (i, j) from its own group of channels, so the "
+        "feature map needs C = C_out * PH * PW channels; its channel count is not a multiple of PH * PW.",
+        "make the head conv output C_out * PH * PW channels (e.g. 4 * 7 * 7 = 196 for output_size 7), or pick "
+        "output_size so that C % (PH * PW) == 0",
+    ),
+    # --- box sizes -------------------------------------------------------------------------------
+    Rule(
+        r"ROIs in (?P<op>ROIAlignRotated|ROIAlign) do not have non-negative size",
+        "INVERTED_BOX",
+        "detectron2",
+        "a box has a negative width or height: {op} with aligned=True (detectron2's ROIAlignV2, "
+        "ROIAlignRotated always) refuses it, where aligned=False would silently pool it as a 1 px box. The "
+        "boxes are usually in another format (xywh or cxcywh read as xyxy, y/x swapped) or came out of a "
+        "regression without clipping.",
+        "check the format: xyxy with x2 >= x1 and y2 >= y1 (rotated: cx, cy, w, h, angle with w, h >= 0), e.g. "
+        "assert (boxes[:, 2:] >= boxes[:, :2]).all(); roi-lab diagnose names the format",
+    ),
+    # --- ONNX export and runtimes ----------------------------------------------------------------
+    Rule(
+        r"ROIAlign with aligned=True is only supported in opset >= 16",
+        "EXPORT_MISMATCH",
+        "torchvision",
+        "before opset 16 ONNX RoiAlign has no half-pixel mode, so torchvision exports your aligned=True pooler "
+        "as aligned=False: the model is written anyway and pools half a feature cell off (onnx/onnx#3428).",
+        "torch.onnx.export(model, args, path, opset_version=16)  # then check: roi-lab inspect path",
+    ),
+    Rule(
+        r"ONNX export for RoIAlign with a non-zero sampling_ratio is not supported",
+        "EXPORT_MISMATCH",
+        "torchvision",
+        "despite its words, torchvision warns for a negative sampling_ratio (-1, adaptive): it writes ONNX's "
+        "0, which is the same adaptive grid (ceil(roi_size / output_size) per bin), so the model computes the "
+        "same; a positive sampling_ratio is exported unchanged.",
+        "nothing to fix; pass sampling_ratio=0 to the pooler to silence it (the same adaptive sampling)",
+    ),
+    Rule(
+        r"The existing summation for max mode and sampling ratios besides 1 is incorrect",
+        "EXPORT_MISMATCH",
+        "onnxruntime",
+        "the model has a RoiAlign with mode=max: onnxruntime takes the max of the weighted corner values of "
+        "each sample, not the max of interpolated samples as mmcv does (microsoft/onnxruntime#6146, #14265), "
+        "so its output differs from the PyTorch pooler's.",
+        "export with mode='avg' where the model allows; roi-lab inspect model.onnx measures the difference",
+    ),
+    # --- feature pyramids: generic messages inside an FPN or a pooler ----------------------------
+    Rule(  # torchvision < 0.10 MultiScaleRoIAlign.infer_scale: a bare assert (pytorch/vision#3747, #3949)
+        r"(?:^|\n)AssertionError\s{0,4}(?:\n|$)",
+        "FEATURE_PYRAMID",
+        "torchvision",
+        "MultiScaleRoIAlign infers each map's scale from its height and its width separately, and they "
+        "disagree: on a very oblong image the padded short side rounds to another power of two.",
+        "pass the scales yourself (pooler.scales = [1 / 4, 1 / 8, 1 / 16, 1 / 32]; roi_lab.MultiScaleRoIAlign "
+        "infers them from the longer side), or resize so the short side is well above the largest stride",
+        context=r"possible_scales|infer_scale",
+    ),
+    Rule(
+        r"The size of tensor a \((?P<a>\d{1,20})\) must match the size of tensor b \((?P<b>\d{1,20})\) at "
+        r"non-singleton dimension (?P<dim>[23])",
+        "FEATURE_PYRAMID",
+        "",
+        "inside an FPN, a lateral map of {a} cells is added to the coarser map upsampled x2 ({b} cells): the "
+        "input size is not a multiple of the largest stride (32 for P5, 64 with P6), so halving rounded "
+        "(facebookresearch/detectron2#1840).",
+        "pad the image to a multiple of 32: H, W = math.ceil(H / 32) * 32, math.ceil(W / 32) * 32 (detectron2: "
+        "SIZE_DIVISIBILITY = 32; torchvision's GeneralizedRCNNTransform size_divisible=32), or upsample to the "
+        "lateral's size: F.interpolate(top, size=lateral.shape[-2:])",
+        context=r"[Ff][Pp][Nn]|top_down|lateral",
     ),
 )
 

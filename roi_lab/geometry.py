@@ -31,7 +31,7 @@ import math
 import numbers
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, overload
 
 import torch
 from torch import Tensor
@@ -62,6 +62,10 @@ __all__ = [
 # ----------------------------------------------------------------------------------------------
 
 
+@overload
+def resnet_feature_size(image_size: int, stride: int) -> int: ...
+@overload
+def resnet_feature_size(image_size: tuple[int, int], stride: int) -> tuple[int, int]: ...
 def resnet_feature_size(image_size: int | tuple[int, int], stride: int) -> int | tuple[int, int]:
     """The feature-map size a torchvision ResNet (or FPN level) gives at ``stride``.
 
@@ -177,7 +181,8 @@ def feature_geometry(
     else:
         feat = _pair(feature_size, "feature_geometry", "feature_size", integer=True)
         if stride is None:
-            nominal = tuple(float(2 ** round(math.log2(i / f))) for i, f in zip(image, feat, strict=True))
+            ny, nx = (float(2 ** round(math.log2(i / f))) for i, f in zip(image, feat, strict=True))
+            nominal = (ny, nx)
         else:
             nominal = _pair(stride, "feature_geometry", "stride", integer=False)
     effective = (image[0] / feat[0], image[1] / feat[1])
@@ -532,7 +537,7 @@ def crop_image_for_variants(
     def run(op: str, size: tuple[int, int], boxes: Tensor, idx: Tensor | None) -> Tensor:
         if op == "roi_align":
             return roi_align(image, boxes, size, 1.0, 2, True)
-        return crop_and_resize(image, boxes, idx, size)
+        return crop_and_resize(image, boxes, idx, size)  # type: ignore[arg-type]  # idx: set for this op
 
     return _batched_by_call(variants, output_size, "crop_image_for_variants", lambda v: v.op,
                             {"roi_align": align_boxes, "crop_and_resize": tf_boxes}, run)
@@ -578,7 +583,7 @@ def crop_features_for_variants(
 
     def run(key: Any, size: tuple[int, int], boxes: Tensor, idx: Tensor | None) -> Tensor:
         if key == "crop_and_resize":
-            return crop_and_resize(features, boxes, idx, size)
+            return crop_and_resize(features, boxes, idx, size)  # type: ignore[arg-type]  # idx: set for this op
         _, sampling_ratio, aligned = key
         return roi_align(features, boxes, size, spatial_scale=1.0, sampling_ratio=sampling_ratio, aligned=aligned)
 

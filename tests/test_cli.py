@@ -236,3 +236,14 @@ def test_other_commands_refuse_unknown_options(capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(["explain", "--quick"])
     assert e.value.code == 2 and "unrecognized arguments: --quick" in capsys.readouterr().err
+
+
+def test_diagnose_mixed_defaults(tmp_path, capsys):
+    rois = _write(tmp_path, "rois.json", [[0, 10, 20, 200, 300]])
+    argv = ["diagnose", rois, *GEOMETRY, "--spatial-scale", "0.0625", "--trained-with", "mmcv"]
+    code, out, _ = _run([*argv, "--aligned", "false", "--sampling-ratio", "-1"], capsys)
+    assert code == EXIT_OK  # a warning, not an error
+    assert out.startswith("WARNING MIXED_DEFAULTS: The head was trained with mmcv's pooler")
+    assert "half a cell at spatial_scale 1/16 is 8 image px" in out
+    code, out, _ = _run([*argv, "--aligned", "true", "--sampling-ratio", "0"], capsys)
+    assert "MIXED_DEFAULTS" not in out

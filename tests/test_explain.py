@@ -145,6 +145,22 @@ PAIRS = {
         "TypeError: crop_and_resize_v2() got an unexpected keyword argument 'box_ind'",
         "TypeError: resize() got an unexpected keyword argument 'align_corners'",
     ),
+    "PS_CHANNELS": (
+        "RuntimeError: ps_roi_pool_forward_kernel, ps_roi_pool_kernel.cpp:177, input channels must be a multiple "
+        "of pooling height * pooling width",
+        "RuntimeError: Given groups=1, weight of size [64, 3, 7, 7], expected input[1, 4, 224, 224] to have 3 "
+        "channels, but got 4 channels instead",
+    ),
+    "INVERTED_BOX": (
+        "RuntimeError: ROIs in ROIAlign do not have non-negative size!",
+        "ValueError: Boxes do not have non-negative size",
+    ),
+    "EXPORT_MISMATCH": (
+        "UserWarning: ROIAlign with aligned=True is only supported in opset >= 16. Please export with opset 16 "
+        "or higher, or use aligned=False.",
+        "UserWarning: Exporting aten::index operator of advanced indexing in opset 11 is achieved by combination "
+        "of multiple ONNX operators",
+    ),
 }
 
 

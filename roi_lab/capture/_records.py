@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from roi_lab._display import CapturedCallDisplay
 from roi_lab.diagnose import Finding, _fmt, _fmt_scale, diagnose
 
 SEVERITY_RANK = {"error": 0, "warning": 1, "info": 2}
@@ -59,7 +60,7 @@ class CapturedImages:
 
 
 @dataclass
-class CapturedCall:
+class CapturedCall(CapturedCallDisplay):
     """One recorded ROI pooling call.
 
     Attributes:

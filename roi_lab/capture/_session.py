@@ -5,10 +5,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from torch import Tensor
 
+from roi_lab._display import CaptureDisplay
 from roi_lab.capture._hooks import ACTIVE, INSTALLATION, RawCall, RawImages, pop_mode, push_mode
 from roi_lab.capture._records import CapturedCall, CapturedImages, nbytes, size_text
 from roi_lab.diagnose import Finding
@@ -34,7 +35,7 @@ def _check_image_size(image_size: Any) -> tuple[int, int] | None:
     )
 
 
-class Capture:
+class Capture(CaptureDisplay):
     """The ROI pooling calls recorded inside a ``with roi_lab.capture(...) as cap:`` block.
 
     Attributes:
@@ -93,7 +94,7 @@ class Capture:
         self._state = "active"
         return self
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Literal[False]:
         if self._state != "active":
             return False
         self._state = "done"

@@ -18,6 +18,7 @@ This module is the registration layer; the numbers come from the private kernel 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -207,7 +208,7 @@ def _check_op_args(image: Tensor, boxes: Tensor, box_indices: Tensor, crop_h: in
     _check_method(method)
 
 
-def _as_tensor(value: object, device: torch.device, dtype: torch.dtype | None) -> object:
+def _as_tensor(value: object, device: torch.device, dtype: torch.dtype | None) -> Any:
     """Lists, tuples and numpy arrays become tensors on ``device`` (as TF converts them); anything else
     is returned unchanged for the shape checks to refuse."""
     if (

@@ -8,6 +8,20 @@ small differences that move boxes near a level boundary to a different map:
 - mmdet ``SingleRoIExtractor.map_roi_levels``: ``floor(log2(sqrt(area) / 56 + 1e-6))`` as a 0-based
   index into the given maps (0 = the finest).
 
+Two TensorFlow implementations and TensorRT's plugin differ more:
+
+- Matterport Mask R-CNN ``PyramidROIAlign`` (mrcnn/model.py): boxes normalized (y1, x1, y2, x2),
+  ``4 + round(log2(sqrt(h * w) / (224 / sqrt(image_area))))``, ``tf.round`` rounding halves to even,
+  clamped to 2..5: it rounds where the paper floors, so boxes move up a level from ``sqrt(area) = 224 /
+  sqrt(2)`` (158 px) instead of 224;
+- TF Model Garden ``multilevel_crop_and_resize`` (official/vision/ops/spatial_transform_ops.py) and
+  Keras-CV's ``_ROIAligner`` (keras_cv/layers/object_detection/roi_align.py): ``floor(log(sqrt(area) /
+  224) / log(2)) + 4`` in float32, clamped to the levels given; the boxes are then divided by ``2 **
+  level`` and sampled once per bin at its centre, edge-clamped (no -0.5 shift);
+- TensorRT ``pyramidROIAlignPlugin``: level 2 + the number of thresholds ``(fpn_scale * 2**(L - 4))**2``
+  (L = 3, 4, 5) that the box's area exceeds (strictly), on boxes clipped to the image; ``fpn_scale`` 224,
+  or 158 in its legacy mode (the thresholds of its first version: 79, 158, 317 px).
+
 The registration layer of :func:`multi_scale_roi_align` lives here too: ``roi_lab::multi_scale_roi_align``
 (and its backward) with fake implementations and registered autograd, so that the data-dependent
 split of boxes by level happens inside the op and compiled graphs stay whole; a TorchScript twin of
@@ -18,6 +32,7 @@ pooling itself is :mod:`roi_lab.ops.roi_align`'s op, per level.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Dict, List, Optional, Tuple  # noqa: UP035 - TorchScript reads these annotations
 
@@ -39,9 +54,28 @@ from roi_lab.ops._library import dispatch_torch_function, tensor_args
 from roi_lab.ops._roi_align_kernel import is_channels_last
 from roi_lab.ops.roi_align import _options, roi_align
 
-__all__ = ["assign_fpn_levels", "multi_scale_roi_align", "MultiScaleRoIAlign", "infer_scales"]
+__all__ = [
+    "assign_fpn_levels",
+    "fpn_level_table",
+    "LEVEL_CONVENTIONS",
+    "multi_scale_roi_align",
+    "MultiScaleRoIAlign",
+    "infer_scales",
+    "check_pyramid_scales",
+]
 
-_CONVENTIONS = ("torchvision", "detectron2", "mmdet")
+#: the level formulas :func:`assign_fpn_levels` knows, each with where it is defined
+LEVEL_CONVENTIONS: dict[str, str] = {
+    "torchvision": "torchvision/ops/poolers.py LevelMapper",
+    "detectron2": "detectron2/modeling/poolers.py assign_boxes_to_levels",
+    "mmdet": "mmdet/models/roi_heads/roi_extractors/single_level_roi_extractor.py map_roi_levels",
+    "matterport": "matterport/Mask_RCNN mrcnn/model.py PyramidROIAlign",
+    "tf_model_garden": "tensorflow/models official/vision/ops/spatial_transform_ops.py multilevel_crop_and_resize",
+    "keras_cv": "keras-cv keras_cv/layers/object_detection/roi_align.py multilevel_crop_and_resize",
+    "tensorrt": "NVIDIA/TensorRT plugin/pyramidROIAlignPlugin (fpn_scale)",
+}
+_CONVENTIONS = tuple(LEVEL_CONVENTIONS)
+_NEEDS_IMAGE = ("matterport", "tensorrt")
 _REAL_BOXES = "real-valued boxes (floating or integer coordinates)"
 
 
@@ -54,15 +88,20 @@ def assign_fpn_levels(
     canonical_level: int = 4,
     convention: str = "torchvision",
     finest_scale: float = 56,
+    image_size: tuple[int, int] | None = None,
 ) -> Tensor:
     """The FPN level each box is pooled from, with one framework's exact formula.
 
     Args:
         boxes (Tensor[K, 4]): ``x1, y1, x2, y2`` in image px (area ``(x2 - x1) * (y2 - y1)``, no +1).
         k_min, k_max: the finest and coarsest level available (P2..P5 by default).
-        canonical_scale, canonical_level: Eqn. (1)'s ``224`` and ``k0`` (torchvision, detectron2).
-        convention: ``"torchvision"``, ``"detectron2"`` or ``"mmdet"``.
+        canonical_scale, canonical_level: Eqn. (1)'s ``224`` and ``k0`` (torchvision, detectron2,
+            Matterport, TF Model Garden / Keras-CV; TensorRT's ``fpn_scale``).
+        convention: one of :data:`LEVEL_CONVENTIONS`: ``"torchvision"``, ``"detectron2"``, ``"mmdet"``,
+            ``"matterport"``, ``"tf_model_garden"``, ``"keras_cv"`` (the same formula) or ``"tensorrt"``.
         finest_scale: mmdet's threshold for the finest level (56 px; boxes under 112 px go there).
+        image_size ((H, W)): the image the boxes are in; needed by ``"matterport"`` (it normalizes the
+            boxes) and ``"tensorrt"`` (it clips them to the image).
 
     Returns:
         Tensor[K] int64: the absolute level ``k`` in ``[k_min, k_max]`` for every convention
@@ -75,6 +114,15 @@ def assign_fpn_levels(
         - torchvision: ``clamp(floor(canonical_level + log2(sqrt(area) / canonical_scale) + 1e-6), k_min, k_max)``
         - detectron2: ``clamp(floor(canonical_level + log2(sqrt(area) / canonical_scale + 1e-8)), k_min, k_max)``
         - mmdet: ``k_min + clamp(floor(log2(sqrt(area) / finest_scale + 1e-6)), 0, k_max - k_min)``
+        - matterport: ``clamp(canonical_level + round(log2(sqrt(h * w) / (canonical_scale / sqrt(H * W)))),
+          k_min, k_max)`` in float32 on the boxes normalized as Matterport's ``norm_boxes`` does:
+          ``(y1 / (H - 1), x1 / (W - 1), (y2 - 1) / (H - 1), (x2 - 1) / (W - 1))``; ``round`` is ``tf.round``
+          (halves to even); a box under 1 px (no real root) goes to ``k_min``
+        - tf_model_garden, keras_cv: ``clamp(floor(log(sqrt(area) / canonical_scale) / log(2)) +
+          canonical_level, k_min, k_max)`` in float32
+        - tensorrt: ``k_min`` plus the number of levels ``L`` in ``(k_min, k_max]`` with ``area >
+          (canonical_scale * 2 ** (L - canonical_level)) ** 2`` (strictly), the box clipped to the image
+          and normalized by it, in float32, as the plugin does
 
         Zero-area boxes go to ``k_min``. ``canonical_scale`` and ``finest_scale`` must be finite and
         positive (a NaN or negative one would put every box on level -2**63).
@@ -85,15 +133,20 @@ def assign_fpn_levels(
         [3, 4, 5]
         >>> assign_fpn_levels(torch.tensor([[0.0, 0, 111.9, 111.9]]), convention="mmdet").tolist()
         [2]
+        >>> b = torch.tensor([[0.0, 0, 170, 170]])  # 170 px: P3 for the paper's floor, P4 for Matterport's round
+        >>> assign_fpn_levels(b).tolist(), assign_fpn_levels(b, convention="matterport", image_size=(800, 800)).tolist()
+        ([3], [4])
     """
     where = "assign_fpn_levels"
     if convention not in _CONVENTIONS:
         raise InputValueError(
             f"{where}(convention=...)",
-            expected='one of "torchvision", "detectron2", "mmdet"',
+            expected="one of " + ", ".join(f'"{c}"' for c in _CONVENTIONS),
             got=describe(convention),
             fix='pass convention="torchvision" (the default) or the framework whose model you debug',
         )
+    # (H, W) for the conventions that normalize by the image; the others never read it
+    size = _one_image_size(image_size, where, convention) if convention in _NEEDS_IMAGE else (0, 0)
     k_min, k_max, canonical_scale, canonical_level = _level_options(where, k_min, k_max, canonical_scale,
                                                                     canonical_level)  # fmt: skip
     finest_scale = _positive(where, "finest_scale", finest_scale, "pass e.g. finest_scale=56 (mmdet's default)")
@@ -123,6 +176,15 @@ def assign_fpn_levels(
     s = torch.sqrt(w * h)  # [K]
     if convention == "torchvision":
         return _torchvision_levels(boxes, k_min, k_max, canonical_scale, canonical_level)
+    if convention == "matterport":
+        return _matterport_levels(boxes, size, k_min, k_max, canonical_scale, canonical_level)
+    if convention in ("tf_model_garden", "keras_cv"):
+        s32 = s.float()
+        level = torch.floor(torch.log(s32 / canonical_scale) / torch.log(torch.tensor(2.0))) + canonical_level
+        level = torch.nan_to_num(level, nan=k_min, neginf=k_min)  # TF: log(0) = -inf, cast and clamped up
+        return level.clamp(k_min, k_max).to(torch.int64)
+    if convention == "tensorrt":
+        return _tensorrt_levels(boxes, size, k_min, k_max, canonical_scale, canonical_level)
     if convention == "detectron2":
         level = torch.floor(canonical_level + torch.log2(s / canonical_scale + 1e-8))
     else:
@@ -136,6 +198,92 @@ def _torchvision_levels(boxes: Tensor, k_min: int, k_max: int, canonical_scale: 
     s = torch.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))  # [K]
     level = torch.floor(canonical_level + torch.log2(s / canonical_scale) + torch.tensor(1e-6, dtype=s.dtype))
     return level.clamp(k_min, k_max).to(torch.int64)  # [K]
+
+
+def _matterport_levels(boxes: Tensor, image_size: tuple[int, int], k_min: int, k_max: int, canonical_scale: float,
+                       canonical_level: int) -> Tensor:  # fmt: skip
+    """Matterport's PyramidROIAlign on pixel boxes normalized by its ``norm_boxes``: Tensor[K] int64."""
+    height, width = image_size
+    b = boxes.float()
+    h = (b[:, 3] - 1 - b[:, 1]) / max(height - 1, 1)  # norm_boxes: shift (0, 0, 1, 1), scale (H - 1, W - 1)
+    w = (b[:, 2] - 1 - b[:, 0]) / max(width - 1, 1)
+    image_area = torch.tensor(float(height * width))
+    roi_level = torch.log2(torch.sqrt(h * w) / (canonical_scale / torch.sqrt(image_area)))
+    level = canonical_level + torch.round(roi_level)  # tf.round: halves to even, as torch.round
+    level = torch.nan_to_num(level, nan=k_min, neginf=k_min)  # sqrt of a negative area: TF casts NaN to INT_MIN
+    return level.clamp(k_min, k_max).to(torch.int64)
+
+
+def _tensorrt_levels(boxes: Tensor, image_size: tuple[int, int], k_min: int, k_max: int, fpn_scale: float,
+                     canonical_level: int) -> Tensor:  # fmt: skip
+    """TensorRT's pyramidROIAlignPlugin (absolute coordinates, no +1): Tensor[K] int64."""
+    height, width = image_size
+    b = boxes.float()
+    x1, x2 = b[:, 0].clamp(0, width) / width, b[:, 2].clamp(0, width) / width
+    y1, y2 = b[:, 1].clamp(0, height) / height, b[:, 3].clamp(0, height) / height
+    area = (y2 - y1) * (x2 - x1)  # normalized, as the plugin computes it
+    norm = torch.tensor(fpn_scale * fpn_scale / (height * width), dtype=torch.float32)  # normScale ** 2
+    level = torch.full_like(area, k_min, dtype=torch.int64)
+    for target in range(k_min + 1, k_max + 1):
+        threshold = norm * 4.0 ** (target - canonical_level)
+        level += (area > threshold).long()
+    return level
+
+
+def _one_image_size(image_size: object, where: str, convention: str) -> tuple[int, int]:
+    pair = tuple(as_int(v) for v in image_size) if isinstance(image_size, (list, tuple, torch.Size)) else ()
+    if len(pair) != 2 or not all(v is not None and v > 0 for v in pair):
+        raise InputValueError(
+            f"{where}(image_size=...)",
+            expected=f"the (height, width) of the image the boxes are in: convention={convention!r} "
+            + ("normalizes the boxes by it" if convention == "matterport" else "clips the boxes to it"),
+            got=describe(image_size),
+            fix=f"pass image_size=(H, W), e.g. assign_fpn_levels(boxes, convention={convention!r}, "
+            "image_size=(1024, 1024))",
+        )
+    return pair  # type: ignore[return-value]
+
+
+def fpn_level_table(
+    boxes: Tensor,
+    image_size: tuple[int, int],
+    *,
+    conventions: Sequence[str] | None = None,
+    k_min: int = 2,
+    k_max: int = 5,
+) -> dict[str, Tensor]:
+    """The level every box lands on under each convention, and which boxes the conventions disagree on.
+
+    Args:
+        boxes (Tensor[K, 4]): ``x1, y1, x2, y2`` in image px.
+        image_size ((H, W)): the image the boxes are in (Matterport normalizes by it, TensorRT clips to it).
+        conventions: the keys of :data:`LEVEL_CONVENTIONS` to compare (all by default; ``"keras_cv"`` is
+            left out of the default: its formula is TF Model Garden's); ``"tensorrt"`` uses fpn_scale 224
+            and ``"tensorrt_legacy"`` 158.
+        k_min, k_max: the levels available.
+
+    Returns:
+        dict[str, Tensor]: ``"sqrt_area"`` (Tensor[K] float), one Tensor[K] int64 of levels per convention,
+        and ``"disagree"`` (Tensor[K] bool): the boxes not all conventions put on the same level.
+
+    Example:
+        >>> t = fpn_level_table(torch.tensor([[0.0, 0, 100, 100], [0, 0, 170, 170]]), (800, 800))
+        >>> t["torchvision"].tolist(), t["matterport"].tolist(), t["tensorrt_legacy"].tolist(), t["disagree"].tolist()
+        ([2, 3], [3, 4], [3, 4], [True, True])
+    """
+    names = list(conventions) if conventions is not None else [c for c in _CONVENTIONS if c != "keras_cv"] + [
+        "tensorrt_legacy"
+    ]
+    table: dict[str, Tensor] = {}
+    for name in names:
+        convention, scale = ("tensorrt", 158.0) if name == "tensorrt_legacy" else (name, 224.0)
+        table[name] = assign_fpn_levels(boxes, k_min=k_min, k_max=k_max, convention=convention,
+                                        canonical_scale=scale, image_size=image_size)  # fmt: skip
+    levels = torch.stack([table[n] for n in names]) if names else torch.zeros(0, len(boxes), dtype=torch.int64)
+    b = boxes.double()
+    table = {"sqrt_area": torch.sqrt((b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)), **table}
+    table["disagree"] = (levels != levels[:1]).any(0) if names else torch.zeros(len(boxes), dtype=torch.bool)
+    return table
 
 
 def _positive(where: str, name: str, value: object, fix: str) -> float:
@@ -180,13 +328,21 @@ def _float32(x: float) -> float:
 
 
 def infer_scales(features: Sequence[Tensor], image_sizes: Sequence[tuple[int, int]]) -> list[float]:
-    """Each map's spatial scale as torchvision infers it: ``2 ** round(log2(h / H))``.
+    """Each map's spatial scale as torchvision infers it: ``2 ** round(log2(h / H))``, from the longer side.
 
-    ``H`` is the largest image height in the batch (torchvision uses the height only). The log is
-    taken in float32, as torchvision's ``torch.tensor(h / H).log2().round()`` does (emulated in
-    Python, so it compiles; near ``2 ** (k + 0.5)`` float32 and float64 can round differently). Under
-    ``torch.compile(dynamic=True)`` the map sizes are symbolic and cannot be rounded in Python: pass
-    ``scales`` there (``MultiScaleRoIAlign`` infers them once and caches them, as torchvision does).
+    ``H`` is the largest image height in the batch and ``h`` the map's height, as in torchvision's
+    ``_infer_scale``. The log is taken in float32, as torchvision's ``torch.tensor(h / H).log2().round()``
+    does (emulated in Python, so it compiles; near ``2 ** (k + 0.5)`` float32 and float64 can round
+    differently). Under ``torch.compile(dynamic=True)`` the map sizes are symbolic and cannot be rounded in
+    Python: pass ``scales`` there (``MultiScaleRoIAlign`` infers them once and caches them, as torchvision
+    does).
+
+    Oblong images: the batch is padded to a multiple of the stride, so on an image's short side the map
+    holds mostly padding and ``h / H`` can round to the wrong power of two (a 10 x 100 image padded to 32 x
+    128 gives a stride-4 map of 8 x 32: 8 / 10 rounds to scale 1, 32 / 100 to 1/4). torchvision < 0.10
+    asserted that both sides agree (the ``AssertionError`` of pytorch/vision#3747, #3949); torchvision 0.29
+    silently takes the height. Here the scale comes from the batch's longer side, and a ``UserWarning``
+    says when the height would have given another one.
 
     Example:
         >>> infer_scales([torch.zeros(1, 1, 200, 304), torch.zeros(1, 1, 100, 152)], [(800, 1216)])
@@ -194,11 +350,81 @@ def infer_scales(features: Sequence[Tensor], image_sizes: Sequence[tuple[int, in
     """
     sizes = _image_sizes(image_sizes)
     height = max(s[0] for s in sizes)
-    scales = []
-    for f in features:
-        approx = float(f.shape[-2]) / float(height)
-        scales.append(2.0 ** round(_float32(math.log2(_float32(approx)))))
+    width = max(s[1] for s in sizes)
+    scales, differ = [], []
+    for i, f in enumerate(features):
+        by_height = _pow2_scale(float(f.shape[-2]) / float(height))
+        by_width = _pow2_scale(float(f.shape[-1]) / float(width)) if width > height else by_height
+        if by_width != by_height:
+            differ.append(f"map {i} ({int(f.shape[-2])} x {int(f.shape[-1])}): {by_height:g} by height, "
+                          f"{by_width:g} by width")  # fmt: skip
+        scales.append(by_width)
+    if differ:
+        warnings.warn(
+            f"infer_scales: on images up to {height} x {width} the padded short side misleads the height-based "
+            f"scale torchvision 0.29 uses (older versions raise AssertionError: pytorch/vision#3747): "
+            f"{'; '.join(differ)}; using the longer side's. Pass scales=[...] explicitly, or resize the images so "
+            "that the short side is much larger than the largest stride.",
+            stacklevel=2,
+        )
     return scales
+
+
+def _pow2_scale(approx: float) -> float:
+    """``2 ** round(log2(approx))`` in float32, as torchvision's ``_infer_scale``."""
+    return 2.0 ** round(_float32(math.log2(_float32(approx))))
+
+
+def check_pyramid_scales(scales: Sequence[float], where: str = "multi_scale_roi_align") -> None:
+    """The scales must be ``1 / 2**k`` for consecutive ``k`` (finest first), or a clear error.
+
+    torchvision's ``MultiScaleRoIAlign`` maps boxes to levels ``k_min = -log2(scales[0])`` ..
+    ``k_max = -log2(scales[-1])`` and pools level ``k`` from map ``k - k_min``: with a skipped level
+    (P2 and P4, 1/4 and 1/16) the boxes of the last levels find no map and come back as zeros, and a
+    scale that is no power of two (1/6) is truncated to a level of another size. It does this without a
+    word; roi_lab refuses.
+
+    Example:
+        >>> check_pyramid_scales([1 / 4, 1 / 8, 1 / 16])
+        >>> try:
+        ...     check_pyramid_scales([1 / 4, 1 / 16])
+        ... except ValueError as e:
+        ...     print(type(e).__name__, e.got[:37])
+        InputValueError [1/4, 1/16]: level 3 (1/8) is missing
+    """
+    levels = [-math.log2(s) for s in scales]
+    shown = "[" + ", ".join(_scale_text(s) for s in scales) + "]"
+    expected = "scales 1 / 2**k of consecutive levels k, finest first (e.g. [1/4, 1/8, 1/16, 1/32])"
+    odd = [s for s, k in zip(scales, levels, strict=True) if abs(k - round(k)) > 1e-6]
+    if odd:
+        raise InputValueError(
+            f"{where}(scales=...)",
+            expected=expected,
+            got=f"{shown}: {_scale_text(odd[0])} is no power of two, so its level is truncated to "
+            f"{int(-math.log2(odd[0]))} and its boxes are pooled at a scale that is not their map's",
+            fix="use the backbone's real strides (powers of two), or pass scales=[...] explicitly",
+        )
+    ks = [round(k) for k in levels]
+    if ks == list(range(ks[0], ks[0] + len(ks))):
+        return
+    if ks == sorted(set(ks)):
+        missing = [k for k in range(ks[0], ks[-1] + 1) if k not in ks]
+        got = (f"{shown}: level {missing[0]} ({_scale_text(2.0 ** -missing[0])}) is missing, so the boxes of the "
+               f"last {len(missing)} level(s) would find no map and pool zeros (torchvision does that silently)")
+    else:
+        got = f"{shown}: the levels are repeated or not finest first"
+    raise InputValueError(
+        f"{where}(scales=...)",
+        expected=expected,
+        got=got,
+        fix="pool from consecutive FPN levels (featmap_names=['0', '1', '2', '3']), or give each level its own "
+        "roi_align call",
+    )
+
+
+def _scale_text(s: float) -> str:
+    inv = 1.0 / s
+    return f"1/{int(round(inv))}" if s < 1 and abs(inv - round(inv)) < 1e-6 * inv else f"{s:g}"
 
 
 def _image_sizes(image_sizes: object) -> list[tuple[int, int]]:
@@ -218,7 +444,7 @@ def _image_sizes(image_sizes: object) -> list[tuple[int, int]]:
                 got=f"{describe(s)} in {describe(image_sizes)}", fix=fix,
             )  # fmt: skip
         sizes.append(pair)
-    return sizes
+    return sizes  # type: ignore[return-value]  # every pair checked: two positive ints
 
 
 def _check_scales(scales: object, count: int) -> list[float]:
@@ -237,7 +463,7 @@ def _check_scales(scales: object, count: int) -> list[float]:
             got=describe(scales),
             fix="leave scales=None to infer them from the map and image sizes",
         )
-    return values
+    return values  # type: ignore[return-value]  # every value checked: a positive float
 
 
 def _select(features: dict[str, Tensor] | Sequence[Tensor], featmap_names: Sequence[str] | None) -> list[Tensor]:
@@ -326,6 +552,7 @@ def multi_scale_roi_align(
     maps = _select(features, featmap_names)
     rois = _rois(maps[0], boxes)  # [K, 5] in the boxes' dtype (float32 at least)
     scales = infer_scales(maps, image_sizes) if scales is None else _check_scales(scales, len(maps))
+    check_pyramid_scales(scales)
     ph, pw = pair_size(output_size, "multi_scale_roi_align", "output_size")
     _, ratio, aligned, _ = _options(scales[0], sampling_ratio, aligned, "avg")
     where = "multi_scale_roi_align"
@@ -385,7 +612,7 @@ def _onnx_multi_scale(maps, rois, scales, pooled, ratio, aligned, canonical_scal
         pooled_level = roi_align(feature, rois, pooled, scale, ratio, aligned).to(maps[0].dtype)  # [K, C, PH, PW]
         result = pooled_level if result is None else torch.where(levels[:, None, None, None] == level,
                                                                  pooled_level, result)  # fmt: skip
-    return result
+    return result  # type: ignore[return-value]  # maps is never empty (checked by the caller)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -417,6 +644,8 @@ def _multi_scale_op(
     canonical_level: int,
 ) -> Tensor:
     _check_maps(features, rois)
+    # the op itself too: TorchScript and direct torch.ops calls come here
+    check_pyramid_scales(_check_scales(scales, len(features)))
     check_output_budget(
         (rois.shape[0], features[0].shape[1], pooled_height, pooled_width), "multi_scale_roi_align",
         "pool fewer boxes per call",
@@ -439,6 +668,7 @@ def _multi_scale_op(
 def _multi_scale_fake(features, rois, scales, pooled_height, pooled_width, sampling_ratio, aligned, canonical_scale,
                       canonical_level):  # fmt: skip
     _check_maps(features, rois)
+    check_pyramid_scales(_check_scales(scales, len(features)))
     return features[0].new_empty((rois.shape[0], features[0].shape[1], pooled_height, pooled_width))
 
 
@@ -547,7 +777,7 @@ class MultiScaleRoIAlign(nn.Module):
     def __init__(
         self,
         featmap_names: list[str],
-        output_size: int | tuple[int] | list[int],
+        output_size: int | tuple[int, int] | list[int],
         sampling_ratio: int,
         *,
         canonical_scale: int = 224,
@@ -593,7 +823,7 @@ def _traced(*values: object) -> bool:
 
     Not ``has_torch_function``: that is also true while any ``TorchFunctionMode`` is active (e.g.
     ``roi_lab.capture``'s), and then the scales would never be cached on the module."""
-    plain = torch.Tensor.__torch_function__.__func__
+    plain = torch.Tensor.__torch_function__.__func__  # type: ignore[attr-defined]  # a classmethod's function
     for v in tensor_args(*values):
         if isinstance(v, torch.fx.Proxy):
             return True
@@ -626,11 +856,13 @@ class _ScriptableMultiScaleRoIAlign(nn.Module):
             if k in self.featmap_names:
                 maps.append(v)
         scales = self.scales
-        if scales is None:
-            height = 0
+        if scales is None:  # as infer_scales: from the longer side of the largest image
+            height, width = 0, 0
             for s in image_shapes:
                 height = max(height, s[0])
-            scales = [2.0 ** float(torch.tensor(float(f.shape[-2]) / float(height)).log2().round()) for f in maps]
+                width = max(width, s[1])
+            side, full = (-1, width) if width > height else (-2, height)
+            scales = [2.0 ** float(torch.tensor(float(f.shape[side]) / float(full)).log2().round()) for f in maps]
         wide = torch.float64 if boxes[0].dtype == torch.float64 else torch.float32
         rows = [torch.zeros(0, 5, dtype=wide, device=maps[0].device)]
         for i, b in enumerate(boxes):

@@ -21,33 +21,29 @@ calls only from the registered op's real implementations. Here:
 
 from __future__ import annotations
 
-import math
-from typing import List, Optional, Union  # noqa: UP035 - TorchScript reads these annotations
+from typing import Any, List, Optional, Union  # noqa: UP035 - TorchScript reads these annotations
 
 import torch
 from torch import Tensor, nn
 from torch.jit.annotations import BroadcastingList2
 from torch.nn.modules.utils import _pair
 
-from roi_lab.errors import InputValueError, NotSupportedError, ShapeError, describe
+from roi_lab.errors import InputValueError, NotSupportedError, describe
 from roi_lab.ops import _roi_align_kernel as _kernel
 from roi_lab.ops._checks import (
     as_float,
     as_int,
     check_feature_map,
-    check_finite,
     check_output_budget,
-    check_real_dtype,
-    check_same_device,
     pair_size,
 )
 from roi_lab.ops._library import dispatch_torch_function, onnx_dynamo_exporting, onnx_error, tensor_args
+from roi_lab.ops._rois import check_rois_tensor, check_scale, checked_rois, rois_from_boxes
 
 __all__ = ["roi_align", "RoIAlign"]
 
 _OP = "roi_align"
 _MODES = ("avg", "max")
-_REAL_BOXES = "real-valued boxes (floating or integer coordinates)"
 
 
 def roi_align(
@@ -192,65 +188,14 @@ class RoIAlign(nn.Module):
 
 
 def _rois_from_boxes(input: Tensor, boxes: Tensor | list[Tensor]) -> Tensor:
-    """Shape-check ``boxes`` and return them as Tensor[K, 5] (values are checked by the op).
-
-    A list becomes rows whose coordinates are ``b.to(input.dtype)`` (the cast torchvision requires)
-    and whose batch index is exact: the rows are in float32 or wider, never in float16 / bfloat16
-    (bfloat16 holds integers exactly only up to 256, float16 up to 2048).
-    """
-    n = input.shape[0]
-    if not isinstance(boxes, (list, tuple)):
-        _check_rois_tensor(input, boxes)
-        return boxes.detach()
-    for i, b in enumerate(boxes):
-        if not isinstance(b, Tensor) or b.dim() != 2 or b.shape[1] != 4:
-            raise ShapeError(
-                "roi_align(boxes=[...])",
-                expected="a list with one Tensor[L, 4] (x1, y1, x2, y2) per image",
-                got=f"item {i} is {describe(b)}",
-                fix="pass one [L, 4] tensor per image, e.g. [boxes_img0, boxes_img1]; use "
-                "torch.zeros(0, 4) for an image without boxes",
-            )
-        check_real_dtype(b, "roi_align", "boxes[...]", _REAL_BOXES)
-    if len(boxes) > n:
-        raise InputValueError(
-            "roi_align(boxes=[...])",
-            expected=f"at most N={n} tensors, one per image of input",
-            got=describe(list(boxes)),
-            fix="pass one tensor per image in the batch, in batch order",
-        )
-    for b in boxes:
-        check_same_device(input, b, "roi_align", "input", "boxes")
-    if not boxes:
-        return input.new_zeros(0, 5)
-    wide = torch.float64 if input.dtype == torch.float64 or n > 1 << 24 else torch.float32
-    return torch.cat(
-        [torch.cat([torch.full_like(b[:, :1], i, dtype=wide), b.detach().to(input.dtype).to(wide)], 1)
-         for i, b in enumerate(boxes)]
-    )  # fmt: skip
+    """Shape-check ``boxes`` and return them as Tensor[K, 5] (values are checked by the op); see
+    :func:`roi_lab.ops._rois.rois_from_boxes` (list rows in float32 or wider, exact batch indices)."""
+    return rois_from_boxes(input, boxes, _OP)
 
 
 def _check_rois_tensor(input: Tensor, rois: Tensor) -> None:
     """``rois`` must be a real Tensor[K, 5] on ``input``'s device."""
-    if not isinstance(rois, Tensor) or rois.dim() != 2 or rois.shape[1] != 5:
-        k = rois.shape[0] if isinstance(rois, Tensor) and rois.dim() >= 1 else "K"
-        fix = "pass boxes as Tensor[K, 5] rows (batch_index, x1, y1, x2, y2) or a list of Tensor[L, 4]"
-        if isinstance(rois, Tensor) and rois.dim() == 2 and rois.shape[1] == 4:
-            fix = f"add the batch-index column, e.g. torch.cat([torch.zeros({k}, 1), boxes], 1), or pass [boxes]"
-        elif isinstance(rois, Tensor) and rois.dim() == 1 and rois.shape[0] in (4, 5):
-            fix = "a single box needs a leading box dimension: boxes[None]" + (
-                ", and a batch index: torch.cat([torch.zeros(1, 1), boxes[None]], 1), or pass [boxes[None]]"
-                if rois.shape[0] == 4
-                else ""
-            )
-        raise ShapeError(
-            "roi_align(boxes=...)",
-            expected="boxes as Tensor[K, 5] (batch_index, x1, y1, x2, y2) or a list of Tensor[L, 4]",
-            got=describe(rois),
-            fix=fix,
-        )
-    check_real_dtype(rois, "roi_align", "boxes", _REAL_BOXES)
-    check_same_device(input, rois, "roi_align", "input", "boxes")
+    check_rois_tensor(input, rois, _OP)
 
 
 def _options(spatial_scale: object, sampling_ratio: object, aligned: object, mode: object):
@@ -270,13 +215,7 @@ def _options(spatial_scale: object, sampling_ratio: object, aligned: object, mod
 
 
 def _check_scale(scale: float | None, given: object) -> None:
-    if scale is None or not (math.isfinite(scale) and scale > 0):
-        raise InputValueError(
-            "roi_align(spatial_scale=...)",
-            expected="a finite positive float, feature px per image px (1 / stride)",
-            got=describe(given),
-            fix="pass spatial_scale=1 / stride, e.g. 1 / 16 for a stride-16 map",
-        )
+    check_scale(_OP, scale, given)
 
 
 def _check_mode(mode: object) -> None:
@@ -304,36 +243,9 @@ def _check_op_args(input: Tensor, rois: Tensor, spatial_scale: float, ph: int, p
 
 
 def _checked_rois(input: Tensor, rois: Tensor) -> tuple[Tensor, Tensor]:
-    """Finite rows with an integer batch index in [0, N), checked in the rois' own dtype (which holds
-    the index exactly); returns (batch Tensor[K] int64, boxes Tensor[K, 4] in ``input.dtype``)."""
-    n = input.shape[0]
-    check_finite(rois, "roi_align", "boxes")
-    if rois.shape[0]:
-        index = rois[:, 0]
-        bad = (index < 0) | (index >= n)
-        if rois.is_floating_point():
-            bad |= index != index.round()
-        if bool(bad.any()):
-            row = int(bad.nonzero()[0, 0])
-            raise InputValueError(
-                "roi_align(boxes=...)",
-                expected=f"batch indices in column 0 that are integers in [0, {n - 1}] (input has N={n})",
-                got=f"{int(bad.sum())} bad rows, the first is row {row}: {rois[row].tolist()}",
-                fix="column 0 is the image index in the batch, then x1, y1, x2, y2; check the column "
-                "order and that each box points at an image of this batch",
-            )
-    boxes = rois[:, 1:].to(input.dtype)  # the cast torchvision requires; it can overflow half precision
-    if boxes.numel() and not bool(torch.isfinite(boxes).all()):
-        row = int((~torch.isfinite(boxes)).nonzero()[0, 0])
-        limit = torch.finfo(input.dtype).max
-        raise InputValueError(
-            "roi_align(boxes=...)",
-            expected=f"coordinates that {input.dtype} (the map's dtype, which boxes are cast to) can hold: "
-            f"|x| <= {limit:g}",
-            got=f"row {row}: {rois[row].tolist()}",
-            fix="check that the boxes are in image px (not scaled up twice), or pool from a float32 map",
-        )
-    return rois[:, 0].long(), boxes
+    """Finite rows with an integer batch index in [0, N); returns (batch Tensor[K] int64, boxes Tensor[K, 4]
+    in ``input.dtype``). See :func:`roi_lab.ops._rois.checked_rois`."""
+    return checked_rois(input, rois, _OP)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -504,7 +416,9 @@ def onnx_translation_table() -> dict:
         ep = torch.export.export(model, (features, rois))
         torch.onnx.export(ep, custom_translation_table=roi_lab.ops.roi_align.onnx_translation_table())
     """
-    from onnxscript import opset18 as op
+    from onnxscript import opset18
+
+    op: Any = opset18  # its signatures do not type Python lists as constant inputs
 
     def roi_align_onnx(input, rois, spatial_scale: float, pooled_height: int, pooled_width: int,
                        sampling_ratio: int, aligned: bool, mode: str):  # fmt: skip
@@ -580,4 +494,5 @@ def _roi_align_script(
     return torch.ops.roi_lab.roi_align(input, rois, spatial_scale, size[0], size[1], sampling_ratio, aligned, mode)
 
 
-roi_align.__prepare_scriptable__ = lambda: _roi_align_script  # torch.jit.script(roi_align) compiles the twin
+# torch.jit.script(roi_align) compiles the twin (an attribute mypy does not know functions have)
+roi_align.__prepare_scriptable__ = lambda: _roi_align_script  # type: ignore[attr-defined]

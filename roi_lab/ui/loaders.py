@@ -257,31 +257,6 @@ def variants(
     )
 
 
-def _apply_all(vs: list[Any], fn) -> tuple[list[Any], dict[str, str]]:
-    """``fn(variant)`` for every variant; an op that refuses the input gives None and its message."""
-    from roi_lab.errors import RoiLabError
-
-    out, errors = [], {}
-    for v in vs:
-        try:
-            out.append(fn(v))
-        except (RoiLabError, RuntimeError) as e:
-            out.append(None)
-            errors[v.kind.value] = str(e)
-    return out, errors
-
-
-def _apply_batched(vs: list[Any], batched, one) -> tuple[list[Any], dict[str, str]]:
-    """``batched(vs)`` (one op call per distinct call, see ``roi_lab.geometry.crop_features_for_variants``);
-    if an op refuses an input, ``one(v)`` per variant instead so that only that variant shows the error."""
-    from roi_lab.errors import RoiLabError
-
-    try:
-        return batched(vs), {}
-    except (RoiLabError, RuntimeError):
-        return _apply_all(vs, one)
-
-
 @st.cache_resource(show_spinner=False, max_entries=16)
 def channel_map(feature_key: tuple, view: str, index: int, _features: torch.Tensor) -> torch.Tensor:
     """One channel view of the whole feature map, Tensor[1, 1, h, w] (see ``views.channel_map``)."""
@@ -298,48 +273,26 @@ def variant_maps(
     _variants: list[Any],
     _map: torch.Tensor,
 ) -> dict[str, Any]:
-    """Every variant's crops of every box from a one-channel view of the map: ndarray[V, K, PH, PW].
-
-    ROIAlign (avg) and crop_and_resize are linear in the channels (every channel is sampled with the
-    same weights), so the crop of a channel view (mean, one channel, a PCA projection) equals that
-    view of the crop: one channel instead of C goes through the op, for all boxes at once, so
-    changing the box shown costs nothing and a channel-view change costs one small op call per
-    variant. ``map_key`` names ``_map`` (feature key, view, channel); ``variants_key`` names
-    ``_variants`` (boxes and settings of :func:`variants`).
+    """``roi_lab.ui.overview.variant_maps``: every variant's crops of every box from a one-channel view of the
+    map, ndarray[V, K, PH, PW], for all boxes at once (so changing the box shown costs nothing and a
+    channel-view change costs one small op call per variant). ``map_key`` names ``_map`` (feature key, view,
+    channel); ``variants_key`` names ``_variants`` (boxes and settings of :func:`variants`).
     """
-    from roi_lab.geometry import crop_features_for_variants
+    from roi_lab.ui.overview import variant_maps as compute
 
-    k = len(_variants[0].boxes_passed)
-    crops, errors = _apply_batched(
-        _variants, lambda vs: crop_features_for_variants(vs, _map, output_size), lambda v: v.apply(_map, output_size)
-    )  # [K, 1, PH, PW] each
-    maps = _stack_or_nan([c[:, 0] if c is not None else None for c in crops], (k, output_size, output_size))
-    return {"kinds": [v.kind.value for v in _variants], "maps": maps, "errors": errors}
-
-
-def _stack_or_nan(crops: list[torch.Tensor | None], shape: tuple[int, ...]) -> np.ndarray:
-    """One float32 array [V, *shape] of the variants' crops; NaN for a variant whose op refused the input."""
-    missing = np.full(shape, np.nan, np.float32)
-    return np.stack([c.numpy().astype(np.float32, copy=False) if c is not None else missing for c in crops])
+    return compute(_variants, _map, output_size)
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
 def variant_crops(feature_key: tuple, variants_key: tuple, output_size: int, _variants: list[Any],
                   _features: torch.Tensor) -> dict[str, Any]:
-    """Every variant's full crop of every box, ndarray[V, K, C, PH, PW] (NaN where the op refused the input).
-
-    For the "max over channels" view (not linear in the channels) and the .npz download; the
-    Side-by-side page makes its variants for the one box it shows, so K is 1 there.
+    """``roi_lab.ui.overview.variant_crops``: every variant's full crop of every box, ndarray[V, K, C, PH, PW]
+    (NaN where the op refused the input). For the "max over channels" view (not linear in the channels) and
+    the .npz download; the Side-by-side page makes its variants for the one box it shows, so K is 1 there.
     """
-    from roi_lab.geometry import crop_features_for_variants
+    from roi_lab.ui.overview import variant_crops as compute
 
-    k, c = len(_variants[0].boxes_passed), int(_features.shape[1])
-    crops, errors = _apply_batched(
-        _variants, lambda vs: crop_features_for_variants(vs, _features, output_size),
-        lambda v: v.apply(_features, output_size),
-    )  # [K, C, PH, PW] each
-    full = _stack_or_nan(list(crops), (k, c, output_size, output_size))
-    return {"kinds": [v.kind.value for v in _variants], "crops": full, "errors": errors}
+    return compute(_variants, _features, output_size)
 
 
 @st.cache_resource(show_spinner=False, max_entries=32)
@@ -352,24 +305,11 @@ def variant_rgb(
     _variants: list[Any],
     _image: np.ndarray,
 ) -> dict[str, Any]:
-    """What variant ``index`` really crops from the RGB image for box ``focus``: ndarray[S, S, 3] uint8.
+    """``roi_lab.ui.overview.variant_rgb`` of variant ``index``: what it really crops from the RGB image for
+    box ``focus``, ndarray[S, S, 3] uint8; ``error`` holds the op's message when it refused the input."""
+    from roi_lab.ui.overview import variant_rgb as compute
 
-    ``error`` holds the op's message when it refused the input (the crop is then zeros).
-    """
-    from dataclasses import replace
-
-    from roi_lab.errors import RoiLabError
-
-    v = _variants[index]
-    one = replace(v, region_image=v.region_image[focus : focus + 1],
-                  op_kwargs={**v.op_kwargs, **({"box_indices": v.op_kwargs["box_indices"][focus : focus + 1]}
-                                               if "box_indices" in v.op_kwargs else {})})
-    image_t = torch.from_numpy(np.ascontiguousarray(_image)).permute(2, 0, 1)[None].float() / 255.0
-    try:
-        crop = one.apply_to_image(image_t, rgb_size)[0]  # [3, S, S] in 0..1
-    except (RoiLabError, RuntimeError) as e:
-        return {"rgb": np.zeros((rgb_size, rgb_size, 3), np.uint8), "error": str(e)}
-    return {"rgb": (crop.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy(), "error": None}
+    return compute(_variants[index], focus, rgb_size, _image)
 
 
 @st.cache_resource(show_spinner=False, max_entries=32)
@@ -381,22 +321,11 @@ def overview_pictures(
     _variants: list[Any],
     _image: np.ndarray,
 ) -> list[np.ndarray]:
-    """One picture per variant of where it samples box ``focus`` (``roi_lab.ui.thumbs.render_thumb``),
+    """``roi_lab.ui.overview.overview_pictures``: one picture per variant of where it samples box ``focus``,
     ndarray[height, width, 3] uint8. ``image_key`` / ``variants_key`` name ``_image`` / ``_variants``."""
-    from roi_lab.ui.thumbs import render_thumb
+    from roi_lab.ui.overview import overview_pictures as compute
 
-    h, w = _image.shape[:2]
-    side = 2 * max(size)  # a small copy to draw from: resizing it per picture is cheap
-    small = _image if max(h, w) <= side else cv2.resize(
-        _image, (max(1, round(w * side / max(h, w))), max(1, round(h * side / max(h, w)))),
-        interpolation=cv2.INTER_AREA)
-    out = []
-    for v in _variants:
-        pts = v.points_image[focus][: int(v.num_points[focus])]
-        pic, _ = render_thumb(small, (h, w), v.boxes_meant[focus].numpy(), v.region_image[focus].numpy(),
-                              pts.numpy(), size)
-        out.append(pic)
-    return out
+    return compute(_variants, focus, size, _image)
 
 
 # ----------------------------------------------------------------------------- capture files

@@ -11,11 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from roi_lab.ui import figures, loaders, views
+from roi_lab.ui import figures, loaders, overview, views
 
 __all__ = ["SideData", "compute", "details", "state_meta"]
 
-RGB_SIZE = 56  # bins of the RGB read-out in the details
+RGB_SIZE = overview.RGB_SIZE  # bins of the RGB read-out in the details
 
 
 @dataclass(frozen=True)
@@ -50,19 +50,16 @@ def compute(src: Any, feats: Any, stride: int, boxes: Any, settings: Any, view: 
     variants_key = ((sig[focus],), (h, w), (fh, fw), stride, settings.output_size, settings.sampling_ratio,
                     settings.aligned)
     variants = loaders.variants(*variants_key)
-    if view == "max":  # not linear in the channels: the max over every channel's crop of this box
-        full = loaders.variant_crops(src.feature_key, variants_key, settings.output_size, variants, feats)
-        crops, errors = views.crop_views(full["crops"][:, 0], "max"), full["errors"]
-    else:  # crop of the channel view == channel view of the crop (the ops are linear in C)
-        channel = loaders.channel_map(src.feature_key, view, index, feats)
-        maps = loaders.variant_maps((src.feature_key, view, index), variants_key, settings.output_size, variants,
-                                    channel)
-        crops, errors = views.crop_views(maps["maps"][:, 0]), maps["errors"]
-    verdicts = views.verdicts(variants, 0, crops.maps, boxes.scale, errors)
+    crops, errors = overview.crop_views_of(  # the notebook's path (roi_lab.viz), through the cached loaders
+        variants, feats, view, index, settings.output_size,
+        full=lambda: loaders.variant_crops(src.feature_key, variants_key, settings.output_size, variants, feats),
+        of_view=lambda: loaders.variant_maps((src.feature_key, view, index), variants_key, settings.output_size,
+                                             variants, loaders.channel_map(src.feature_key, view, index, feats)),
+    )
     pictures = loaders.overview_pictures(src.image_key, variants_key, 0, figures.PICTURE_SIZE, variants,
                                          working.image)
-    fig = figures.overview_figure(verdicts, pictures, crops.maps, crops.zmin, crops.zmax, view=view,
-                                  meta=state_meta(len(sig), focus, view, index, settings))
+    verdicts, fig = overview.overview(variants, crops, errors, pictures, scale=boxes.scale, view=view,
+                                      meta=state_meta(len(sig), focus, view, index, settings))
     return SideData(variants, variants_key, crops, errors, verdicts, fig)
 
 
@@ -79,16 +76,9 @@ def details(src: Any, feats: Any, stride: int, boxes: Any, data: SideData, kind:
     the variant, its verdict and the op's message if it refused the image crop."""
     working = src.working()
     i = [v.kind.value for v in data.variants].index(kind)
-    v = data.variants[i]
-    panel = views.panel_data(v, 0)
     summary = loaders.summary(src.feature_key, "mean", feats)
     rgb = loaders.variant_rgb(src.image_key, data.variants_key, i, 0, RGB_SIZE, data.variants, working.image)
     image = loaders.image_uri(src.image_hash, src.max_side, 320, working.image)
-    fig = figures.details_figure(
-        summary, panel.regions_feature, views.intended_feature(boxes.model[focus : focus + 1], stride), 0, image,
-        working.size, panel.points_image, panel.region_image, boxes.model[focus],
-        figures.image_data_uri(rgb["rgb"], fmt="png")[0],
-        data.crops.maps[i], data.crops.diffs[i], data.crops.zmin, data.crops.zmax, data.crops.zabs,
-        meta={**(data.figure.layout.meta or {}), **(meta or {}), "kind": kind},
-    )
-    return {"variant": v, "verdict": data.verdicts[i], "figure": fig, "rgb_error": rgb["error"]}
+    fig = overview.details(data.variants, i, data.crops, summary, boxes.model[focus], stride, image, working.size,
+                           rgb["rgb"], meta={**(data.figure.layout.meta or {}), **(meta or {}), "kind": kind})
+    return {"variant": data.variants[i], "verdict": data.verdicts[i], "figure": fig, "rgb_error": rgb["error"]}

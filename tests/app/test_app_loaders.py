@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from roi_lab.ui.loaders import _stack_or_nan
+from roi_lab.ui.overview import _stack_or_nan
 
 
 def test_stack_or_nan_keeps_crops_and_marks_refused_variants():

@@ -436,13 +436,13 @@ def test_batched_crops_fall_back_to_one_call_per_variant_when_an_op_refuses_an_i
     """The loaders crop all variants in a few batched op calls; when one variant's input is refused the
     batch is redone variant by variant, so only that variant shows the op's message."""
     from roi_lab.geometry import crop_features_for_variants, make_variants
-    from roi_lab.ui import loaders
+    from roi_lab.ui import overview
 
     vs = make_variants(torch.tensor([[20.0, 30.0, 120.0, 150.0]]), image_size=(200, 240), feature_size=(13, 15),
                        stride=16)
     features = torch.rand(1, 4, 13, 15)
-    crops, errors = loaders._apply_batched(vs, lambda x: crop_features_for_variants(x, features, 3),
-                                           lambda v: v.apply(features, 3))
+    crops, errors = overview._apply_batched(vs, lambda x: crop_features_for_variants(x, features, 3),
+                                            lambda v: v.apply(features, 3))
     assert errors == {} and [tuple(c.shape) for c in crops] == [(1, 4, 3, 3)] * len(vs)
 
     def one(v):
@@ -453,7 +453,7 @@ def test_batched_crops_fall_back_to_one_call_per_variant_when_an_op_refuses_an_i
     def batched(_):
         raise RuntimeError("refused")
 
-    crops, errors = loaders._apply_batched(vs, batched, one)
+    crops, errors = overview._apply_batched(vs, batched, one)
     assert errors == {VariantKind.TF_CROP_AND_RESIZE.value: "refused"}
     assert [c is None for c in crops] == [v.kind is VariantKind.TF_CROP_AND_RESIZE for v in vs]
     torch.testing.assert_close(crops[0], vs[0].apply(features, 3), rtol=0, atol=0)  # the same call: exact

@@ -11,7 +11,7 @@ import torchvision
 from torchvision.ops.poolers import LevelMapper
 
 from roi_lab.errors import InputValueError, ShapeError
-from roi_lab.ops.fpn import MultiScaleRoIAlign, assign_fpn_levels, infer_scales, multi_scale_roi_align
+from roi_lab.ops.fpn import MultiScaleRoIAlign, assign_fpn_levels, fpn_level_table, infer_scales, multi_scale_roi_align
 
 
 def square(sides, dtype=torch.float32):
@@ -81,7 +81,8 @@ def test_zero_area_and_integer_boxes():
 
 
 def test_assign_errors():
-    with pytest.raises(InputValueError, match='one of "torchvision", "detectron2", "mmdet"; got str \'d2\''):
+    with pytest.raises(InputValueError, match='one of "torchvision", "detectron2", "mmdet", "matterport", '
+                       '"tf_model_garden", "keras_cv", "tensorrt"; got str \'d2\''):
         assign_fpn_levels(square([10]), convention="d2")
     with pytest.raises(ShapeError, match=r"boxes as Tensor\[K, 4\].*got Tensor\[3, 5\]") as e:
         assign_fpn_levels(torch.zeros(3, 5))
@@ -137,10 +138,113 @@ def test_single_level_and_subset_of_levels():
     gen = torch.Generator().manual_seed(5)
     feats = fpn_features(gen)
     boxes = [random_boxes(gen, 10), random_boxes(gen, 5)]
-    for names in (["2"], ["1", "3"], ["3", "0"]):  # torchvision keeps the dict order
+    for names in (["2"], ["1", "2"], ["3", "2", "1"]):  # torchvision keeps the dict order
         ours = MultiScaleRoIAlign(names, 7, 2)(feats, boxes, [(800, 1216)] * 2)
         theirs = torchvision.ops.MultiScaleRoIAlign(names, 7, 2)(feats, boxes, [(800, 1216)] * 2)
         torch.testing.assert_close(ours, theirs)
+
+
+@pytest.mark.parametrize("names", [["1", "3"], ["3", "0"]])
+def test_skipped_level_is_refused_where_torchvision_pools_zeros(names):
+    gen = torch.Generator().manual_seed(5)
+    feats = fpn_features(gen)
+    boxes = [square([60.0, 150, 300, 600]), square([20.0])]
+    theirs = torchvision.ops.MultiScaleRoIAlign(names, 7, 2)(feats, boxes, [(800, 1216)] * 2)
+    assert bool((theirs.flatten(1) == 0).all(1).any())  # torchvision's silent all-zero crops: the bug
+    with pytest.raises(InputValueError) as err:
+        MultiScaleRoIAlign(names, 7, 2)(feats, boxes, [(800, 1216)] * 2)
+    assert err.value.got == (
+        "[1/8, 1/32]: level 4 (1/16) is missing, so the boxes of the last 1 level(s) would find no map and pool "
+        "zeros (torchvision does that silently)"
+        if names == ["1", "3"]
+        else "[1/4, 1/32]: level 3 (1/8) is missing, so the boxes of the last 2 level(s) would find no map and "
+        "pool zeros (torchvision does that silently)"
+    )
+
+
+def test_scales_that_are_no_powers_of_two_are_refused():
+    gen = torch.Generator().manual_seed(5)
+    feats = fpn_features(gen)
+    maps = [feats["0"], feats["1"]]
+    with pytest.raises(InputValueError) as err:
+        multi_scale_roi_align(maps, [square([100.0])], [(800, 1216)], 7, scales=[0.25, 1 / 6])
+    assert str(err.value) == (
+        "multi_scale_roi_align(scales=...) expects scales 1 / 2**k of consecutive levels k, finest first (e.g. "
+        "[1/4, 1/8, 1/16, 1/32]); got [1/4, 1/6]: 1/6 is no power of two, so its level is truncated to 2 and its "
+        "boxes are pooled at a scale that is not their map's.\nFix: use the backbone's real strides (powers of "
+        "two), or pass scales=[...] explicitly"
+    )
+
+
+def test_oblong_images_take_the_scale_of_the_longer_side():
+    # pytorch/vision#3747: a 100 x 1000 image resized to 10 x 100 and padded to 32 x 128; the stride-4 map is
+    # 8 x 32. The height says 8 / 10 -> scale 1 (torchvision 0.29 takes it; older versions assert), the
+    # width 32 / 100 -> 1/4, the map's real scale
+    maps = [torch.zeros(1, 1, 8, 32), torch.zeros(1, 1, 4, 16), torch.zeros(1, 1, 2, 8), torch.zeros(1, 1, 1, 4)]
+    with pytest.warns(UserWarning, match=r"map 0 \(8 x 32\): 1 by height, 0.25 by width; map 1"):
+        assert infer_scales(maps, [(10, 100)]) == [0.25, 0.125, 0.0625, 0.03125]
+    tv = torchvision.ops.MultiScaleRoIAlign(["0", "1", "2", "3"], 7, 2)
+    tv(OrderedDict((str(i), m) for i, m in enumerate(maps)), [square([5.0])], [(10, 100)])
+    assert tv.scales[0] == 1.0  # torchvision's wrong scale for level 0
+    assert infer_scales([torch.zeros(1, 1, 25, 2)], [(100, 10)]) == [0.25]  # tall: the height is the longer side
+    # the TorchScript twin infers the same scales (it has no warning to give)
+    gen = torch.Generator().manual_seed(3)
+    feats = OrderedDict((str(i), torch.randn(1, 2, *m.shape[-2:], generator=gen)) for i, m in enumerate(maps))
+    boxes = [torch.tensor([[1.0, 1, 9, 9], [10, 0, 90, 10], [0, 0, 60, 8]])]
+    with pytest.warns(UserWarning, match="longer side"):
+        eager = MultiScaleRoIAlign(["0", "1", "2", "3"], 2, 2)(feats, boxes, [(10, 100)])
+    scripted = torch.jit.script(MultiScaleRoIAlign(["0", "1", "2", "3"], 2, 2))
+    torch.testing.assert_close(scripted(feats, boxes, [(10, 100)]), eager)  # float32 defaults: same kernels
+
+
+def test_matterport_rounds_where_the_paper_floors():
+    # mrcnn/model.py PyramidROIAlign: 4 + tf.round(log2(sqrt(h * w) / (224 / sqrt(image_area)))), clamp 2..5,
+    # on boxes normalized by norm_boxes ((y2 - 1) / (H - 1)); tf.round rounds halves to even
+    image = (1024, 1024)
+    sides = torch.tensor([10.0, 100, 159, 170, 300, 317, 340, 2000])
+    boxes = torch.stack([torch.zeros(8), torch.zeros(8), sides, sides], 1)
+    h = (sides - 1) / 1023  # Matterport's normalized height (and width)
+    expected = (4 + torch.round(torch.log2(h / (224 / 1024.0)))).clamp(2, 5).long()
+    got = assign_fpn_levels(boxes, convention="matterport", image_size=image)
+    assert torch.equal(got, expected)
+    # 170 px and 340 px: one level up from torchvision's floor; 159 px stays (Matterport's - 1 px shift)
+    assert got.tolist() == [2, 3, 3, 4, 4, 4, 5, 5] and assign_fpn_levels(boxes).tolist() == [2, 2, 3, 3, 4, 4, 4, 5]
+    with pytest.raises(InputValueError, match="convention='matterport' normalizes the boxes by it"):
+        assign_fpn_levels(boxes, convention="matterport")
+
+
+def test_tf_model_garden_and_keras_cv_floor_of_the_log_ratio():
+    # official/vision/ops/spatial_transform_ops.py: floor(log(sqrt(area) / 224) / log(2)) + 4 in float32
+    sides = torch.tensor([0.0, 50, 111.9, 112, 224, 447, 448, 5000])
+    boxes = torch.stack([torch.zeros(8), torch.zeros(8), sides, sides], 1)
+    expected = [2, 2, 2, 3, 4, 4, 5, 5]
+    assert assign_fpn_levels(boxes, convention="tf_model_garden").tolist() == expected
+    assert assign_fpn_levels(boxes, convention="keras_cv").tolist() == expected
+
+
+def test_tensorrt_thresholds_and_legacy_fpn_scale():
+    # plugin/pyramidROIAlignPlugin: P3 above sqrt(area) = fpn_scale / 2, P4 above fpn_scale, P5 above 2 fpn_scale
+    # (strictly); the legacy thresholds are fpn_scale 158's: 79, 158, 316
+    sides = torch.tensor([100.0, 113, 170, 225, 449, 300])
+    boxes = torch.stack([torch.zeros(6), torch.zeros(6), sides, sides], 1)
+    assert assign_fpn_levels(boxes, convention="tensorrt", image_size=(1024, 1024)).tolist() == [2, 3, 3, 4, 5, 4]
+    assert assign_fpn_levels(boxes, convention="tensorrt", canonical_scale=158,
+                             image_size=(1024, 1024)).tolist() == [3, 3, 4, 4, 5, 4]  # fmt: skip
+    # boxes are clipped to the image first: a box mostly outside counts its inside part (100 x 224 px: P3,
+    # where its whole 1000 x 224 px would be P5)
+    mostly_out = torch.tensor([[-900.0, 0, 100, 224]])
+    assert assign_fpn_levels(mostly_out, convention="tensorrt", image_size=(1024, 1024)).tolist() == [3]
+    assert assign_fpn_levels(mostly_out).tolist() == [5]
+
+
+def test_level_table_shows_where_conventions_disagree():
+    boxes = torch.tensor([[0.0, 0, 100, 100], [0, 0, 170, 170], [0, 0, 340, 340], [0, 0, 1000, 1000]])
+    table = fpn_level_table(boxes, (1024, 1024))
+    assert list(table) == ["sqrt_area", "torchvision", "detectron2", "mmdet", "matterport", "tf_model_garden",
+                           "tensorrt", "tensorrt_legacy", "disagree"]  # fmt: skip
+    assert table["torchvision"].tolist() == [2, 3, 4, 5] and table["matterport"].tolist() == [3, 4, 5, 5]
+    assert table["mmdet"].tolist() == [2, 3, 4, 5] and table["tensorrt_legacy"].tolist() == [3, 4, 5, 5]
+    assert table["disagree"].tolist() == [True, True, True, False]
 
 
 def test_function_with_list_and_explicit_scales():
@@ -189,3 +293,13 @@ def test_infer_scales_rounds_in_float32_like_torchvision():
         expected = 2 ** float(torch.tensor(float(h) / float(height)).log2().round())  # torchvision's _infer_scale
         assert infer_scales([torch.zeros(1, 1, h, 1)], [(height, 1)]) == [expected], (h, height)
     assert 2 ** round(math.log2(2378 / 3363)) != infer_scales([torch.zeros(1, 1, 2378, 1)], [(3363, 1)])[0]
+
+
+@pytest.mark.parametrize("scales", [[0.25, 0.0], [0.25, -0.125], [float("nan"), 0.125], [0.25]])
+def test_the_op_refuses_bad_scales_clearly(scales):
+    # a direct torch.ops call (TorchScript's path) used to crash in math.log2 ("math domain error")
+    maps = [torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 4, 4)]
+    rois = torch.tensor([[0, 1.0, 1, 5, 5]])
+    with pytest.raises(InputValueError, match=r"multi_scale_roi_align\(scales=\.\.\.\) expects (finite positive|one "
+                       "scale per feature map)"):  # fmt: skip
+        torch.ops.roi_lab.multi_scale_roi_align(maps, rois, scales, 2, 2, 2, False, 224.0, 4)
