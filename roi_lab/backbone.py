@@ -650,12 +650,13 @@ def _load_pretrained_or_random(name: str, *, required: bool, download: bool = Fa
         what = "COCO Faster R-CNN" if kind == "coco" else "ImageNet"
         return model, kind, f"{what} ({label}) from {path}"
     looked = " or ".join(str(p) for _, _, p, _ in candidates)
+    kinds = " or ".join(dict.fromkeys("COCO Faster R-CNN" if k == "coco" else "ImageNet" for k, _, _, _ in candidates))
     if required:
         raise InputValueError(where, expected=f"torchvision's pretrained {name} checkpoint in the torch hub cache",
                               got=f"no file at {looked}",
                               fix="copy the .pth file there, pass weights=<path>, or try weights='download'")
     return (_build_seeded(name), "random",
-            f"random init (seed {RANDOM_SEED}): {failure}ImageNet weights not found in {looked}; {_GEOMETRY_NOTE}")
+            f"random init (seed {RANDOM_SEED}): {failure}{kinds} weights not found in {looked}; {_GEOMETRY_NOTE}")
 
 
 # --------------------------------------------------------------------------- summaries

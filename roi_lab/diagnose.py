@@ -416,7 +416,8 @@ def _parse_boxes(boxes: Any, ctx: _Ctx) -> _Boxes | None:
         return _Boxes(arr.copy(), None, "plain", tensors)
     hint = " Five columns look like torchvision rois (batch_index, x1, y1, x2, y2)." if cols == 5 else ""
     fix = (
-        "box_indices = rois[:, 0].int(); boxes = rois[:, [2, 1, 4, 3]] / torch.tensor([H - 1, W - 1, H - 1, W - 1])"
+        "box_indices = rois[:, 0].int(); boxes_norm = (rois[:, [2, 1, 4, 3]] / stride - 0.5) / "
+        "torch.tensor([h - 1, w - 1, h - 1, w - 1])  # h, w: the cropped map's size"
         if cols == 5
         else "boxes = boxes[:, :4]  # keep (y1, x1, y2, x2)"
     )
@@ -928,6 +929,25 @@ def _roi_align_geometry(g: _Geo, s: float, proper: np.ndarray, coords: np.ndarra
         )
 
 
+def _exact_tf_normalization(g: _Geo) -> str:
+    """The fix for pixel boxes given to crop_and_resize: the normalization that samples each box edge to edge.
+
+    crop_and_resize samples ``y_norm * (h - 1)`` of the tensor it crops (h: that tensor's height), and image
+    coordinate ``y`` is sample coordinate ``y / s - 0.5`` on a stride-``s`` map (cell centres at
+    ``(i + 0.5) * s``), so ``y_norm = (y / s - 0.5) / (h - 1)``; ``roi_lab.geometry.tf_boxes_for_feature_map``
+    computes the same. Dividing by the *image's* ``(H - 1)`` is right only for the image itself, and for
+    pixel indices (integer = pixel centre) rather than continuous coordinates.
+    """
+    if g.Hf == g.Hi and g.Wf == g.Wi:  # the image itself (stride 1)
+        hw = f"[{_fmt(g.Hi)} - 1, {_fmt(g.Wi)} - 1, {_fmt(g.Hi)} - 1, {_fmt(g.Wi)} - 1]"
+        return (f"boxes_norm = (boxes - 0.5) / torch.tensor({hw})  # (y1, x1, y2, x2) continuous px; for pixel "
+                "indices (TF's convention) drop the - 0.5")
+    _, s = _stride_text(g)
+    hw = f"[{g.Hf - 1}, {g.Wf - 1}, {g.Hf - 1}, {g.Wf - 1}]"
+    return (f"boxes_norm = (boxes / {_fmt(s)} - 0.5) / torch.tensor({hw})  # (y1, x1, y2, x2) image px onto the "
+            f"{g.Hf} x {g.Wf} map at stride {_fmt(s)}: samples from edge to edge of each box, not / (image size - 1)")
+
+
 def _crop_geometry(g: _Geo, proper: np.ndarray, coords: np.ndarray, ctx: _Ctx) -> None:
     # coords are (y1, x1, y2, x2); g.xs / g.ys already hold x and y
     allc = np.concatenate([g.xs.ravel(), g.ys.ravel()])
@@ -941,7 +961,6 @@ def _crop_geometry(g: _Geo, proper: np.ndarray, coords: np.ndarray, ctx: _Ctx) -
             if sw_fits and g.Hi != g.Wi
             else f"they exceed even the {_fmt(g.Hi)} x {_fmt(g.Wi)} image as pixels"
         )
-        hw = f"[{_fmt(g.Hi)} - 1, {_fmt(g.Wi)} - 1, {_fmt(g.Hi)} - 1, {_fmt(g.Wi)} - 1]"
         ctx.add(
             "PIXELS_AS_NORMALIZED",
             "error",
@@ -949,7 +968,7 @@ def _crop_geometry(g: _Geo, proper: np.ndarray, coords: np.ndarray, ctx: _Ctx) -
             "the crops land far outside the image and come back as extrapolation_value.",
             f"max coordinate = {_fmt(allc.max())} > 1 (normalized boxes lie in [0, 1]); max y = "
             f"{_fmt(g.ys.max())}, max x = {_fmt(g.xs.max())}; {where}",
-            f"boxes_norm = boxes / torch.tensor({hw})",
+            _exact_tf_normalization(g),
         )
         if sw_fits and not tf_fits and g.Hi != g.Wi:
             ctx.add(

@@ -45,8 +45,10 @@ __all__ = [
     "feature_geometry",
     "resnet_feature_size",
     "VariantKind",
+    "VARIANT_TITLES",
     "Variant",
     "make_variants",
+    "tf_boxes_for_feature_map",
     "crop_image_for_variants",
     "crop_features_for_variants",
     "roi_align_sample_points",
@@ -364,14 +366,32 @@ class VariantKind(str, Enum):
     NON_DIVISIBLE_STRIDE = "non_divisible_stride"
 
 
+#: One short title per kind, the same whatever the settings (the app uses them as widget labels, which must
+#: not change when a setting does). CORRECT is the user's own call: "Your settings", not "correct", because
+#: the settings themselves may be off (legacy ``aligned=False``: see :attr:`Variant.settings_note`).
+VARIANT_TITLES: dict[VariantKind, str] = {
+    VariantKind.CORRECT: "Your settings",
+    VariantKind.IMAGE_SPACE_BOXES: "Image-space boxes, spatial_scale=1",
+    VariantKind.WRONG_STRIDE_X2: "Stride x2",
+    VariantKind.WRONG_STRIDE_HALF: "Stride x1/2",
+    VariantKind.YX_SWAPPED: "y/x swapped",
+    VariantKind.NORMALIZED_AS_PIXELS: "Normalized boxes as pixels",
+    VariantKind.PIXELS_AS_NORMALIZED: "Pixel boxes as normalized (TF)",
+    VariantKind.DOUBLE_SCALED: "Scaled twice",
+    VariantKind.ALIGNED_MISMATCH: "aligned flipped",
+    VariantKind.TF_CROP_AND_RESIZE: "TF crop_and_resize, (size - 1)",
+    VariantKind.NON_DIVISIBLE_STRIDE: "Scale from measured sizes",
+}
+
+
 @dataclass
 class Variant:
     """One way of passing the intended boxes, and what the op then really samples.
 
     Attributes:
-        kind (VariantKind): which bug (or CORRECT).
-        title (str): a short title for the app.
-        description (str): the bug in words, then the line of user code that produces it.
+        kind (VariantKind): which bug (or CORRECT: the user's own settings).
+        title (str): ``VARIANT_TITLES[kind]``: the same whatever the settings.
+        description (str): ``words``, then the line of user code that produces it (``code``).
         op (str): ``"roi_align"`` or ``"crop_and_resize"``.
         boxes_passed (Tensor[K, 4]): what the code passes, in the op's own format (xyxy for
             roi_align, before ``spatial_scale``; y1, x1, y2, x2 for crop_and_resize).
@@ -389,6 +409,11 @@ class Variant:
         output_size ((PH, PW)), batch_index (int), stride ((sy, sx)), image_size ((H, W)),
         feature_size ((h, w)): the configuration the variant was made for.
         num_points (Tensor[K]): valid samples per box (the rest of ``points_*`` is NaN padding).
+        words (str): the bug in plain words (no code).
+        fix (str): the line of code that passes the boxes as meant ("" for CORRECT with sound settings).
+        settings_note (str): for CORRECT only, "" or why the user's own settings are off (legacy
+            ``aligned=False``), so the app never calls a half-cell-off reference "correct".
+        boxes_meant (Tensor[K, 4]): the boxes the user meant, xyxy image px (the same for every variant).
 
     Convention:
         See the module docstring: feature sample ``p`` is image coordinate ``(p + 0.5) * stride``.
@@ -413,6 +438,10 @@ class Variant:
     image_size: tuple[int, int] = (0, 0)
     feature_size: tuple[int, int] = (0, 0)
     num_points: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.int64))
+    words: str = ""
+    fix: str = ""
+    settings_note: str = ""
+    boxes_meant: Tensor = field(default_factory=lambda: torch.zeros(0, 4))
 
     def apply(self, features: Tensor, output_size: int | tuple[int, int] | None = None) -> Tensor:
         """Run the op on ``features`` exactly as the buggy code does.
@@ -514,11 +543,13 @@ def crop_features_for_variants(
 ) -> list[Tensor]:
     """``[v.apply(features, output_size) for v in variants]`` in one op call per distinct op call.
 
-    Variants that call the same op with the same settings (ROIAlign: ``spatial_scale``,
-    ``sampling_ratio``, ``aligned``; crop_and_resize: the crop size) share one call on their
-    concatenated boxes, e.g. 11 variants in 6 calls instead of 11. Each box is sampled on its own,
-    so the crops equal the per-variant calls: crop_and_resize bit for bit, roi_align to within a few
-    ulp (see ``roi_align``'s batch invariance note).
+    Variants that call the same op with the same settings share one call on their concatenated boxes.
+    ROIAlign reads a box at ``box * spatial_scale`` (then the ``aligned`` shift), so a variant's scale
+    is folded into its boxes and the call made with ``spatial_scale=1``: the ROIAlign variants need one
+    call per (``sampling_ratio``, ``aligned``), crop_and_resize one per crop size; 11 variants in 3 calls
+    instead of 11. Each box is sampled on its own, so the crops equal the per-variant calls:
+    crop_and_resize bit for bit, roi_align to within a few ulp (the batch invariance note of
+    ``roi_align``, and the scale multiplied before rather than inside the op).
 
     Args:
         variants (list[Variant]): from :func:`make_variants`.
@@ -532,7 +563,8 @@ def crop_features_for_variants(
     from roi_lab import crop_and_resize, roi_align
 
     def align_boxes(v: Variant) -> tuple[Tensor, Tensor | None]:
-        return to_rois(v.boxes_passed.to(device=features.device, dtype=features.dtype), v.batch_index), None
+        boxes = v.boxes_passed.to(device=features.device, dtype=features.dtype) * float(v.op_kwargs["spatial_scale"])
+        return to_rois(boxes, v.batch_index), None  # the scale folded in: the call uses spatial_scale=1
 
     def tf_boxes(v: Variant) -> tuple[Tensor, Tensor | None]:
         boxes = v.boxes_passed.to(device=features.device, dtype=features.dtype).float()
@@ -542,14 +574,13 @@ def crop_features_for_variants(
         if v.op != "roi_align":
             return v.op
         kw = v.op_kwargs
-        return (v.op, float(kw["spatial_scale"]), int(kw["sampling_ratio"]), bool(kw["aligned"]))
+        return (v.op, int(kw["sampling_ratio"]), bool(kw["aligned"]))
 
     def run(key: Any, size: tuple[int, int], boxes: Tensor, idx: Tensor | None) -> Tensor:
         if key == "crop_and_resize":
             return crop_and_resize(features, boxes, idx, size)
-        _, spatial_scale, sampling_ratio, aligned = key
-        return roi_align(features, boxes, size, spatial_scale=spatial_scale, sampling_ratio=sampling_ratio,
-                         aligned=aligned)
+        _, sampling_ratio, aligned = key
+        return roi_align(features, boxes, size, spatial_scale=1.0, sampling_ratio=sampling_ratio, aligned=aligned)
 
     return _batched_by_call(variants, output_size, "crop_features_for_variants", call_key,
                             {"roi_align": align_boxes, "crop_and_resize": tf_boxes}, run)
@@ -579,6 +610,57 @@ def _fmt(v: float) -> str:
     return f"{v:.6g}"
 
 
+def tf_boxes_for_feature_map(
+    boxes_image: Any, feature_size: tuple[int, int], stride: float | tuple[float, float]
+) -> Tensor:
+    """The ``crop_and_resize`` boxes that make it sample a stride-``s`` feature map exactly over the boxes meant.
+
+    ``crop_and_resize`` samples row ``y_norm * (h - 1)`` of the tensor it crops, corner-aligned: the first
+    and last samples land *on* the two normalized coordinates. On a feature map, image coordinate ``y``
+    is feature sample coordinate ``y / s - 0.5`` (module Convention), so the normalization that puts the
+    first and last samples on the box's edges is::
+
+        y_norm = (y / s - 0.5) / (h - 1)        x_norm = (x / s - 0.5) / (w - 1)
+
+    with ``h, w`` the *feature map's* size. Dividing image pixels by ``(H - 1, W - 1)`` of the *image*
+    (Matterport's Mask R-CNN) is right only when the tensor cropped is the image itself and the boxes
+    are pixel indices; on a feature map it drifts towards the far edge (``VariantKind.TF_CROP_AND_RESIZE``).
+
+    Args:
+        boxes_image (Tensor[K, 4]): xyxy image px (continuous coordinates).
+        feature_size ((h, w)): the map ``crop_and_resize`` crops; both at least 2.
+        stride (float | (sy, sx)): the map's nominal stride (1 for the image itself).
+
+    Returns:
+        Tensor[K, 4] float32: (y1, x1, y2, x2) normalized for ``crop_and_resize(features, boxes, ...)``.
+
+    Convention:
+        Corner-aligned: with ``crop_size`` ``(CH, CW)`` the samples run from ``y1 / s - 0.5`` to
+        ``y2 / s - 0.5`` in ``CH`` even steps, i.e. from the box's top edge to its bottom edge (not
+        bin centres as in ROIAlign).
+
+    Example:
+        >>> tf_boxes_for_feature_map(torch.tensor([[8., 8., 160., 80.]]), (10, 20), 16).tolist()
+        [[0.0, 0.0, 0.5, 0.5]]
+    """
+    where = "tf_boxes_for_feature_map"
+    b = as_boxes(boxes_image, where, "boxes_image").to(torch.float64)
+    h, w = _pair(feature_size, where, "feature_size", integer=True)
+    sy, sx = _pair(stride, where, "stride", integer=False)
+    if h < 2 or w < 2:
+        raise InputValueError(
+            f"{where}(feature_size=...)",
+            expected="a map of at least 2 x 2 cells (crop_and_resize divides by size - 1)",
+            got=f"{h} x {w}",
+            fix="use roi_align for 1-cell maps, or crop a larger map",
+        )
+    x1, y1, x2, y2 = b.unbind(1)
+    out = torch.stack(
+        [(y1 / sy - 0.5) / (h - 1), (x1 / sx - 0.5) / (w - 1), (y2 / sy - 0.5) / (h - 1), (x2 / sx - 0.5) / (w - 1)], 1
+    )  # [K, 4]
+    return out.float()
+
+
 def make_variants(
     boxes_image: Any,
     *,
@@ -590,7 +672,10 @@ def make_variants(
     aligned: bool = True,
     batch_index: int = 0,
 ) -> list[Variant]:
-    """The intended boxes passed correctly, and passed each common wrong way.
+    """The intended boxes passed with the user's own settings, and passed each common wrong way.
+
+    The first variant (CORRECT, titled "Your settings") is the reference every other one is compared
+    with; when those settings are themselves off (legacy ``aligned=False``) its ``settings_note`` says so.
 
     Args:
         boxes_image (Tensor[K, 4]): the boxes meant, xyxy image px.
@@ -599,7 +684,7 @@ def make_variants(
         stride (float | (s, s)): the map's nominal stride (one value: roi_align has one scale).
         output_size (int | (PH, PW)): bins (roi_align) / crop size (crop_and_resize).
         sampling_ratio (int): roi_align samples per bin side (``<= 0``: adaptive).
-        aligned (bool): the setting the correct call uses.
+        aligned (bool): the setting the user's call (CORRECT) uses.
         batch_index (int): the image of the batch the boxes belong to.
 
     Returns:
@@ -662,43 +747,31 @@ def make_variants(
         f"sampling_ratio={sampling_ratio}, aligned={{aligned}})"
     )
 
-    def roi(
-        kind: VariantKind, title: str, words: str, boxes: Tensor, scale: float, code: str, use_aligned: bool = aligned
-    ) -> Variant:
+    def roi(kind: VariantKind, words: str, boxes: Tensor, scale: float, code: str, fix: str = "",
+            use_aligned: bool = aligned) -> Variant:
         region, pts, counts = roi_align_sample_points(boxes, scale, (ph, pw), sampling_ratio, use_aligned)
         x, y = pts[..., 0], pts[..., 1]
         valid = ~torch.isnan(x)
         out = valid & ((y < -1.0) | (y > feat_h) | (x < -1.0) | (x > feat_w))
-        return _finish(
-            kind,
-            title,
-            words,
-            code,
-            "roi_align",
-            boxes,
-            {"spatial_scale": scale, "sampling_ratio": sampling_ratio, "aligned": use_aligned},
-            region,
-            pts,
-            out,
-            counts,
-        )
+        kwargs = {"spatial_scale": scale, "sampling_ratio": sampling_ratio, "aligned": use_aligned}
+        return _finish(kind, words, code, fix, "roi_align", boxes, kwargs, region, pts, out, counts)
 
-    def tf(kind: VariantKind, title: str, words: str, boxes_norm: Tensor, code: str) -> Variant:
+    def tf(kind: VariantKind, words: str, boxes_norm: Tensor, code: str, fix: str) -> Variant:
         region, pts = crop_and_resize_sample_points(boxes_norm, (feat_h, feat_w), (ph, pw))
         x, y = pts[..., 0], pts[..., 1]
         out = (y < 0) | (y > feat_h - 1) | (x < 0) | (x > feat_w - 1)
         kwargs = {"box_indices": torch.full((k,), batch_index, dtype=torch.int32), "crop_size": (ph, pw)}
         counts = torch.full((k,), ph * pw, dtype=torch.int64)
-        return _finish(kind, title, words, code, "crop_and_resize", boxes_norm, kwargs, region, pts, out, counts)
+        return _finish(kind, words, code, fix, "crop_and_resize", boxes_norm, kwargs, region, pts, out, counts)
 
-    def _finish(kind, title, words, code, op, boxes, kwargs, region, pts, out, counts) -> Variant:
+    def _finish(kind, words, code, fix, op, boxes, kwargs, region, pts, out, counts) -> Variant:
         region_image = (region + 0.5) * stride_t.repeat(2)  # [K, 4]
         points_image = (pts + 0.5) * stride_t  # [K, P, 2]
         frac = torch.where(counts > 0, out.sum(1).double() / counts.clamp(min=1).double(), torch.ones(k).double())
         return Variant(
             kind=kind,
-            title=title,
-            description=f"{words}\n    {code}",
+            title=VARIANT_TITLES[kind],
+            description=f"{words}\n{code}",
             op=op,
             boxes_passed=boxes.float(),
             op_kwargs=kwargs,
@@ -710,6 +783,9 @@ def make_variants(
             iou=box_iou_pairwise(region_image, b),
             code=code,
             num_points=counts,
+            words=words,
+            fix=fix,
+            boxes_meant=b,
             **common,
         )
 
@@ -719,11 +795,18 @@ def make_variants(
     measured = feat_w / img_w
     tf_boxes, _ = to_tf_boxes(b, (img_h, img_w))
     al, nal = str(aligned), str(not aligned)
+    right = call.format(scale=sc, aligned="True")
+    exact_tf = (
+        f"boxes_norm = (boxes_yxyx / {_fmt(s)} - 0.5) / torch.tensor([{feat_h - 1}, {feat_w - 1}, {feat_h - 1}, "
+        f"{feat_w - 1}])  # map {feat_h} x {feat_w}, stride {_fmt(s)}\n"
+        f"crop_and_resize(features, boxes_norm, box_indices, crop_size=({ph}, {pw}))"
+    )
     if feat_w * s == img_w:
         nd_words = (
             f"spatial_scale taken from the measured sizes, feat_w / img_w = {feat_w}/{img_w}. This image's width is "
             f"divisible by the stride ({img_w} = {feat_w} x {_fmt(s)}), so it equals 1/{_fmt(s)} and this "
-            "variant is identical to CORRECT; it breaks as soon as an image size is not a multiple of the stride."
+            "variant is identical to your settings; it breaks as soon as an image size is not a multiple of the "
+            "stride."
         )
     else:
         nd_words = (
@@ -732,111 +815,121 @@ def make_variants(
             f"(the map hangs {_fmt(drift_x)} px over the right edge), so boxes are stretched away from "
             f"the origin: by {_fmt(abs(img_w * measured - img_w * scale) * s)} image px at x = {img_w}."
         )
+    correct = roi(
+        VariantKind.CORRECT,
+        f"Your call: image-pixel boxes with spatial_scale = 1/stride = {sc} and aligned={al}. Every other panel "
+        "is compared with this one.",
+        b,
+        scale,
+        call.format(scale=sc, aligned=al),
+        fix="" if aligned else right,
+    )
+    if not aligned:
+        correct.settings_note = (
+            f"aligned=False is the legacy (Detectron v1) setting: its samples sit half a cell ({_fmt(s / 2)} image "
+            f"px) right of and below the boxes (IoU {float(correct.iou.min()):.2f} for the worst box), so these "
+            "settings are themselves off. Use aligned=True unless the head was trained with aligned=False; the "
+            "'aligned flipped' panel shows it."
+        )
     return [
-        roi(
-            VariantKind.CORRECT,
-            "Correct",
-            f"Image-pixel boxes with spatial_scale = 1/stride = {sc} and aligned={al}"
-            + ("" if aligned else " (legacy: the region sits half a cell right of and below the box)")
-            + ".",
-            b,
-            scale,
-            call.format(scale=sc, aligned=al),
-        ),
+        correct,
         roi(
             VariantKind.IMAGE_SPACE_BOXES,
-            "Image-space boxes, spatial_scale=1",
             f"Image-pixel boxes with spatial_scale left at its default 1.0: the region is {_fmt(s)}x too large "
             "and mostly off the map, where samples read 0.",
             b,
             1.0,
             call.format(scale="1.0", aligned=al),
+            right,
         ),
         roi(
             VariantKind.WRONG_STRIDE_X2,
-            "Stride x2",
             f"spatial_scale = 1/{_fmt(2 * s)} on a stride-{_fmt(s)} map (e.g. the C5 scale used on C4): "
             "the region shrinks towards the origin by 2x.",
             b,
             scale / 2,
             call.format(scale=f"1/{_fmt(2 * s)}", aligned=al),
+            right,
         ),
         roi(
             VariantKind.WRONG_STRIDE_HALF,
-            "Stride x1/2",
             f"spatial_scale = 1/{_fmt(s / 2)} on a stride-{_fmt(s)} map (e.g. the C3 scale used on C4): "
             "the region doubles away from the origin and may leave the map.",
             b,
             scale * 2,
             call.format(scale=f"1/{_fmt(s / 2)}", aligned=al),
+            right,
         ),
         roi(
             VariantKind.YX_SWAPPED,
-            "y/x swapped",
             "Boxes in TensorFlow order (y1, x1, y2, x2) passed where roi_align wants (x1, y1, x2, y2): "
             "the region is mirrored across the diagonal.",
             b[:, [1, 0, 3, 2]],
             scale,
-            "boxes = boxes[:, [1, 0, 3, 2]]  # yxyx from a TF pipeline\n    " + call.format(scale=sc, aligned=al),
+            "boxes = boxes[:, [1, 0, 3, 2]]  # yxyx from a TF pipeline\n" + call.format(scale=sc, aligned=al),
+            "boxes_xyxy = boxes_yxyx[:, [1, 0, 3, 2]]\n" + right,
         ),
         roi(
             VariantKind.NORMALIZED_AS_PIXELS,
-            "Normalized boxes as pixels",
             "Boxes normalized to [0, 1] by the image size passed as if they were pixels: the region collapses "
             "into the top-left cell.",
             b / wh,
             scale,
-            f"boxes = boxes / torch.tensor([{img_w}, {img_h}, {img_w}, {img_h}])  # normalized\n    "
+            f"boxes = boxes / torch.tensor([{img_w}, {img_h}, {img_w}, {img_h}])  # normalized\n"
             + call.format(scale=sc, aligned=al),
+            f"boxes = boxes_norm * torch.tensor([{img_w}, {img_h}, {img_w}, {img_h}])  # back to image px\n" + right,
         ),
         tf(
             VariantKind.PIXELS_AS_NORMALIZED,
-            "Pixel boxes as normalized (TF)",
             f"Pixel boxes (y1, x1, y2, x2) given to crop_and_resize, which wants them normalized: it samples at "
             f"y * (h - 1), pixel coordinates times {feat_h - 1}, far off the {feat_h}x{feat_w} map, so the crop is "
             "extrapolation_value (0).",
             b[:, [1, 0, 3, 2]],
             f"crop_and_resize(features, boxes_yxyx_pixels, box_indices, crop_size=({ph}, {pw}))",
+            exact_tf,
         ),
         roi(
             VariantKind.DOUBLE_SCALED,
-            "Scaled twice",
             f"Boxes already divided by the stride and spatial_scale = {sc} as well: scaled by 1/{_fmt(s * s)}, "
             "the region shrinks into the top-left corner.",
             b / s,
             scale,
-            f"boxes = boxes / {_fmt(s)}  # to feature px\n    " + call.format(scale=sc, aligned=al),
+            f"boxes = boxes / {_fmt(s)}  # to feature px\n" + call.format(scale=sc, aligned=al),
+            f"{right}  # image-px boxes, scaled once",
         ),
         roi(
             VariantKind.ALIGNED_MISMATCH,
-            f"aligned={nal}",
-            f"aligned={nal} where the pipeline (and the head's training) uses aligned={al}: the region moves half "
-            f"a cell ({_fmt(s / 2)} image px) "
-            + ("right and down" if aligned else "left and up, onto the box but not where the head learned to look")
-            + (", and boxes under one cell are stretched to one cell." if aligned else "."),
+            f"aligned={nal} where your call uses aligned={al}: the region moves half a cell ({_fmt(s / 2)} image px) "
+            + (
+                "right and down, and boxes under one cell are stretched to one cell."
+                if aligned
+                else "left and up: onto the box, which is where aligned=True samples (the modern default); a head "
+                "trained with aligned=False expects your settings, though."
+            ),
             b,
             scale,
             call.format(scale=sc, aligned=nal),
+            right if aligned else "",
             use_aligned=not aligned,
         ),
         tf(
             VariantKind.TF_CROP_AND_RESIZE,
-            "TF crop_and_resize (Matterport)",
-            f"Boxes normalized by (size - 1) and cropped from the feature map with crop_and_resize, which samples "
-            f"corner-aligned at y * (h - 1): the map's corners are taken to be the image's corner pixels, so "
-            f"coordinates are scaled by {feat_w - 1}/{img_w - 1} instead of 1/{_fmt(s)} with no half-pixel shift, "
-            "and the samples span the box edge to edge instead of bin centres.",
+            f"Boxes normalized by the image's (size - 1) and cropped from the feature map with crop_and_resize "
+            f"(Matterport's Mask R-CNN). crop_and_resize samples y_norm * (h - 1) of the map, so coordinates are "
+            f"scaled by {feat_w - 1}/{img_w - 1} instead of 1/{_fmt(s)} and miss the half-cell shift: the samples sit "
+            f"up to half a cell ({_fmt(s / 2)} px) off near the origin, by a different amount further out. The exact "
+            f"normalization on a stride-{_fmt(s)} map is (y / {_fmt(s)} - 0.5) / (h - 1) of the map.",
             tf_boxes,
-            f"boxes = boxes_yxyx / [{img_h} - 1, {img_w} - 1, {img_h} - 1, {img_w} - 1]\n    "
+            f"boxes = boxes_yxyx / [{img_h} - 1, {img_w} - 1, {img_h} - 1, {img_w} - 1]\n"
             f"tf.image.crop_and_resize(features, boxes, box_indices, crop_size=({ph}, {pw}))",
+            exact_tf,
         ),
         roi(
             VariantKind.NON_DIVISIBLE_STRIDE,
-            "Scale from measured sizes",
             nd_words,
             b,
             measured,
-            "spatial_scale = features.shape[-1] / image.shape[-1]\n    "
-            + call.format(scale="spatial_scale", aligned=al),
+            "spatial_scale = features.shape[-1] / image.shape[-1]\n" + call.format(scale="spatial_scale", aligned=al),
+            right,
         ),
     ]

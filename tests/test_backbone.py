@@ -744,3 +744,13 @@ def test_fuzz_state_dicts_load_or_raise_input_value_error(state, edits, drop, wr
         except InputValueError:
             return
     assert bb.weights_source.startswith("state dict passed in")
+
+def test_fpn_fallback_notice_names_the_coco_checkpoint_it_looked_for(tmp_path, monkeypatch):
+    """resnet50_fpn looks for torchvision's COCO Faster R-CNN first: the notice must not say "ImageNet" only."""
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    bb = load_backbone("resnet50_fpn", device="cpu")
+    coco = os.path.basename(torchvision.models.detection.FasterRCNN_ResNet50_FPN_Weights.COCO_V1.url)
+    assert bb.weights_kind == "random"
+    assert bb.weights_source.startswith(
+        f"random init (seed 0): COCO Faster R-CNN or ImageNet weights not found in {tmp_path}/checkpoints/{coco} or "
+    )

@@ -532,7 +532,17 @@ def test_pixels_as_normalized_positive():
         "max coordinate = 900 > 1 (normalized boxes lie in [0, 1]); max y = 700, max x = 900; as pixels they fit "
         "the 800 x 1024 image in (y1, x1, y2, x2) order"
     )
-    assert f.fix == "boxes_norm = boxes / torch.tensor([800 - 1, 1024 - 1, 800 - 1, 1024 - 1])"
+    assert f.fix == ("boxes_norm = (boxes - 0.5) / torch.tensor([800 - 1, 1024 - 1, 800 - 1, 1024 - 1])  # (y1, x1, "
+                     "y2, x2) continuous px; for pixel indices (TF's convention) drop the - 0.5")
+
+
+def test_pixels_as_normalized_on_a_feature_map_fixes_with_the_maps_size_and_stride():
+    """On a stride-16 map the fix divides by the map's (h - 1, w - 1) after the half-cell shift, not by the image's
+    (H - 1, W - 1) (issue 10, finding 4; tests/test_tf_normalization.py checks the sample points)."""
+    f = get(diagnose(ROIS[:, [2, 1, 4, 3]], image_size=IMAGE, features=FEAT, op="crop_and_resize"),
+            "PIXELS_AS_NORMALIZED")
+    assert f.fix == ("boxes_norm = (boxes / 16 - 0.5) / torch.tensor([49, 63, 49, 63])  # (y1, x1, y2, x2) image px "
+                     "onto the 50 x 64 map at stride 16: samples from edge to edge of each box, not / (image size - 1)")
 
 
 def test_pixels_as_normalized_negative():

@@ -16,15 +16,18 @@ from hypothesis import strategies as st
 from roi_lab.boxes import to_rois
 from roi_lab.errors import InputValueError, RoiLabError
 from roi_lab.geometry import (
+    VARIANT_TITLES,
     FeatureGeometry,
     Variant,
     VariantKind,
     box_iou_pairwise,
+    crop_and_resize_sample_points,
     crop_features_for_variants,
     crop_image_for_variants,
     feature_geometry,
     make_variants,
     resnet_feature_size,
+    tf_boxes_for_feature_map,
 )
 
 K = VariantKind
@@ -418,7 +421,7 @@ def test_non_divisible_stride():
     # (25 / 400 and 32 / 512 are both exactly 1 / 16), so every field is bit-identical
     for name in ("boxes_feature", "region_image", "points_feature", "outside_fraction", "iou"):
         assert torch.equal(getattr(same, name), getattr(correct, name)), name
-    assert "identical to CORRECT" in same.description
+    assert "identical to your settings" in same.description
 
 
 def test_adaptive_grid_pads_with_nan():
@@ -601,3 +604,112 @@ def test_apply_on_cuda_matches_cpu():
     for v in make_variants(boxes, image_size=image, feature_size=feat, stride=stride, **kwargs):
         torch.testing.assert_close(v.apply(features.cuda()).cpu(), v.apply(features), atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(v.apply_to_image(img.cuda()).cpu(), v.apply_to_image(img), atol=1e-5, rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------
+# Titles and the reference (issue 10, findings 1 and 3)
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("override", [{"aligned": False}, {"output_size": (2, 9)}, {"sampling_ratio": 0}])
+def test_titles_do_not_depend_on_the_settings(override):
+    """The app uses the titles as widget labels, which travel as strings: a label that changes with a setting
+    (it was "aligned=False" / "aligned=True") leaves the browser with a value the server no longer knows."""
+    for name in CONFIGS:
+        base = [v.title for v in variants_of(name).values()]
+        assert [v.title for v in variants_of(name, **override).values()] == base
+        assert base == [VARIANT_TITLES[k] for k in VariantKind]
+    assert len(set(VARIANT_TITLES.values())) == len(VariantKind)
+
+
+def test_the_reference_is_your_settings_and_says_when_they_are_legacy():
+    sound = variants_of("divisible")[K.CORRECT]
+    assert sound.title == "Your settings" and sound.settings_note == "" and sound.fix == ""
+    legacy = variants_of("legacy_unaligned")
+    ref = legacy[K.CORRECT]
+    assert ref.title == "Your settings"
+    # by hand: stride 8, legacy: box 0 [160, 132, 168, 136] starts at cell (20, 16.5) and is stretched to one
+    # cell, so it samples image px [164, 136, 172, 144]: it only touches the box (IoU 0)
+    torch.testing.assert_close(ref.region_image[0], torch.tensor([164.0, 136.0, 172.0, 144.0]))
+    assert ref.iou[0].item() == 0.0
+    assert ref.settings_note.startswith("aligned=False is the legacy (Detectron v1) setting: its samples sit "
+                                        "half a cell (4 image px) right of and below the boxes (IoU ")
+    assert f"(IoU {ref.iou.min().item():.2f} for the worst box)" in ref.settings_note
+    assert "aligned=True" in ref.fix
+    # the flipped panel is the one on target, and its words say so
+    flipped = legacy[K.ALIGNED_MISMATCH]
+    assert flipped.iou.min().item() > 0.9999 and "onto the box" in flipped.words
+    assert all(v.settings_note == "" for k, v in legacy.items() if k is not K.CORRECT)
+
+
+def test_every_bug_variant_names_its_fix():
+    vs = variants_of("divisible")
+    for kind, v in vs.items():
+        assert v.words and v.words in v.description and v.code in v.description
+        if kind not in (K.CORRECT,):
+            assert v.fix, kind
+    assert "spatial_scale=1/16" in vs[K.IMAGE_SPACE_BOXES].fix and "aligned=True" in vs[K.IMAGE_SPACE_BOXES].fix
+
+
+# ------------------------------------------------------------------------------------------------
+# crop_and_resize on a feature map: the exact normalization (issue 10, finding 4)
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stride,feature_size", [(16, (25, 32)), (8, (50, 64)), (16, (26, 33)), (1, (400, 512))])
+def test_exact_tf_normalization_samples_the_box_edge_to_edge(stride, feature_size):
+    """Oracle: crop_and_resize's own sample formula (y_norm * (h - 1)). With the exact normalization the first
+    and last samples land on the box's edges in image px, for divisible and non-divisible maps alike."""
+    boxes = CONFIGS["divisible"][0]
+    norm = tf_boxes_for_feature_map(boxes, feature_size, stride)
+    region, pts = crop_and_resize_sample_points(norm, feature_size, (5, 4))
+    region_image = (region.double() + 0.5) * stride  # feature sample coordinate p is image coordinate (p + .5) s
+    torch.testing.assert_close(region_image, boxes.double(), atol=1e-4, rtol=0)
+    first, last = (pts[:, 0] + 0.5) * stride, (pts[:, -1] + 0.5) * stride  # (x, y) image px
+    torch.testing.assert_close(first, boxes[:, :2].double(), atol=1e-4, rtol=0)
+    torch.testing.assert_close(last, boxes[:, 2:].double(), atol=1e-4, rtol=0)
+    # negative: Matterport's (H - 1) normalization of the image misses the box by pixels on a feature map
+    matterport = boxes[:, [1, 0, 3, 2]] / torch.tensor([399.0, 511.0, 399.0, 511.0])
+    off, _ = crop_and_resize_sample_points(matterport, feature_size, (5, 4))
+    if stride != 1:
+        assert ((off.double() + 0.5) * stride - boxes.double()).abs().max() > 2
+
+
+def test_exact_tf_normalization_reads_what_torchvision_reads_at_those_points():
+    """Independent oracle: torchvision.ops.roi_align with sampling_ratio=1 and aligned=True samples bin centres;
+    a box widened by half a sample step on each side puts its CW bin centres exactly on crop_and_resize's CW
+    corner-aligned samples, so the two ops must agree on a random map (boxes inside the map)."""
+    from roi_lab import crop_and_resize
+
+    gen = torch.Generator().manual_seed(0)
+    features = torch.randn(1, 3, 25, 32, generator=gen, dtype=torch.float64)
+    boxes = CONFIGS["divisible"][0].double()
+    ch, cw = 5, 4
+    crops = crop_and_resize(features, tf_boxes_for_feature_map(boxes, (25, 32), 16).double(),
+                            torch.zeros(3, dtype=torch.int32), (ch, cw))
+    dy, dx = (boxes[:, 3] - boxes[:, 1]) / (ch - 1), (boxes[:, 2] - boxes[:, 0]) / (cw - 1)
+    widened = torch.stack([boxes[:, 0] - dx / 2, boxes[:, 1] - dy / 2, boxes[:, 2] + dx / 2, boxes[:, 3] + dy / 2], 1)
+    expected = torchvision.ops.roi_align(features, [widened], (ch, cw), 1 / 16, 1, True)
+    # both are bilinear at the same points; crop_and_resize computes positions in float32 as TF does (up to
+    # ~4e-6 of a cell here), so 1e-4 on a unit-variance map, far below the Matterport normalization's error
+    torch.testing.assert_close(crops, expected, atol=1e-4, rtol=0)
+    matterport = boxes[:, [1, 0, 3, 2]] / torch.tensor([399.0, 511.0, 399.0, 511.0], dtype=torch.float64)
+    off = crop_and_resize(features, matterport, torch.zeros(3, dtype=torch.int32), (ch, cw))
+    assert (off - expected).abs().max() > 0.1
+
+
+def test_exact_tf_normalization_refuses_a_one_cell_map():
+    with pytest.raises(InputValueError) as info:
+        tf_boxes_for_feature_map(torch.tensor([[0.0, 0, 8, 8]]), (1, 5), 16)
+    assert str(info.value).startswith("tf_boxes_for_feature_map(feature_size=...) expects a map of at least 2 x 2 "
+                                      "cells (crop_and_resize divides by size - 1); got 1 x 5.")
+
+
+def test_tf_variants_give_the_exact_normalization_as_their_fix():
+    boxes, image, (h, w), s, _ = CONFIGS["resnet_1000"]
+    vs = variants_of("resnet_1000")
+    for kind in (K.TF_CROP_AND_RESIZE, K.PIXELS_AS_NORMALIZED):
+        assert vs[kind].fix.startswith(
+            f"boxes_norm = (boxes_yxyx / 16 - 0.5) / torch.tensor([{h - 1}, {w - 1}, {h - 1}, {w - 1}])"
+        ), kind
+    assert "(y / 16 - 0.5) / (h - 1) of the map" in vs[K.TF_CROP_AND_RESIZE].words

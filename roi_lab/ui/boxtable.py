@@ -5,8 +5,10 @@ functions from its ``on_change`` / ``on_select`` callbacks, so everything here i
 
 Convention:
     A row is ``{"label": str, "x1": float|None, "y1": ..., "x2": ..., "y2": ...}``: xyxy in pixels of
-    the *working* image (the one the model sees, after ``resize_to_max_side``), continuous
-    coordinates, exclusive ends. A row that is not complete yet (a new table row being typed in a
+    the *original* image (the numbers of the user's annotation files; the model sees the image
+    resized, and ``roi_lab.ui.source.boxes_for_model`` scales the boxes with it), continuous
+    coordinates, exclusive ends: ``(0, 0)`` is the top-left corner of the top-left pixel, and a box
+    over columns 10..19 has ``x1 = 10, x2 = 20``. A row that is not complete yet (a new table row being typed in a
     format other than xyxy) keeps ``None`` coordinates and a ``"draft"``: the four values the user
     typed, in their format and space, until all four are numbers.
 """
@@ -58,7 +60,7 @@ def columns_for(fmt: str) -> tuple[str, str, str, str]:
 
 
 def new_row(label: str = "box", coords: Sequence[float] | None = None) -> dict[str, Any]:
-    """A canonical row; ``coords`` are xyxy working-image pixels (``None`` = incomplete)."""
+    """A canonical row; ``coords`` are xyxy original-image pixels (``None`` = incomplete)."""
     values = [None] * 4 if coords is None else [float(v) for v in coords]
     return {"label": str(label), **dict(zip(COORDS, values, strict=True)), "draft": None}
 

@@ -35,10 +35,10 @@ __all__ = [
     "box_shapes",
     "image_figure",
     "feature_map_figure",
-    "points_figure",
-    "crop_heatmap",
-    "diff_heatmap",
-    "rgb_figure",
+    "overview_figure",
+    "overview_layout",
+    "details_figure",
+    "LEVEL_COLORS",
     "reduce_channels",
     "first_component",
     "shared_range",
@@ -174,6 +174,8 @@ def image_figure(
     selectable: bool = True,
     grid_points: int = 40,
     height: int = 520,
+    focus: int | None = None,
+    axes: bool = True,
 ) -> go.Figure:
     """The image with boxes on it; drag on it to select a new box (``dragmode="select"``).
 
@@ -187,6 +189,8 @@ def image_figure(
             a selection event, even over an image trace that has no selectable points of its own.
         grid_points (int): points along the longer side of that grid.
         height (int): figure height in CSS px.
+        focus (int | None): the box drawn thicker (the box the Side-by-side page shows).
+        axes (bool): draw the pixel axes.
 
     Returns:
         go.Figure
@@ -218,7 +222,7 @@ def image_figure(
     ]
     fig = _figure(
         data,
-        shapes=box_shapes(boxes, color=REGION_COLOR, width=2),
+        shapes=box_shapes(boxes, color=REGION_COLOR, width=2, focus=focus),
         annotations=annotations,
         dragmode="select" if selectable else "pan",
         selectdirection="any",
@@ -226,9 +230,37 @@ def image_figure(
         height=height,
         margin={"l": 0, "r": 0, "t": 0, "b": 0},
         showlegend=False,
-        **_pixel_axes(w, h, show=True),
+        **_pixel_axes(w, h, show=axes),
     )
     return fig
+
+
+def _whole_view(size_wh: tuple[float, float], boxes: Sequence[np.ndarray], offset: float = 0.0,
+                margin: float = 0.04) -> tuple[list[float], list[float]]:
+    """x and y axis ranges (y reversed) holding the whole ``[offset, w + offset] x [offset, h + offset]`` area
+    and every finite box: nothing a variant samples is cut off (issue 10, finding 5). A side gets a margin
+    of ``margin`` of the view only where a box reaches past the area.
+
+    Example:
+        >>> _whole_view((10, 5), [np.array([2.0, 1.0, 4.0, 3.0])])
+        ([0.0, 10.0], [5.0, 0.0])
+        >>> _whole_view((10, 5), [np.array([2.0, 1.0, 30.0, 3.0])], margin=0.1)
+        ([0.0, 33.0], [5.0, 0.0])
+    """
+    w, h = size_wh
+    lo = np.array([offset, offset], dtype=np.float64)
+    hi = np.array([w + offset, h + offset], dtype=np.float64)
+    b_lo, b_hi = lo.copy(), hi.copy()
+    for b in boxes:
+        b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+        b = b[np.all(np.isfinite(b), axis=1)]
+        if len(b):
+            b_lo = np.minimum(b_lo, [b[:, [0, 2]].min(), b[:, [1, 3]].min()])
+            b_hi = np.maximum(b_hi, [b[:, [0, 2]].max(), b[:, [1, 3]].max()])
+    pad = (b_hi - b_lo) * margin
+    x0, y0 = np.where(b_lo < lo, b_lo - pad, lo)
+    x1, y1 = np.where(b_hi > hi, b_hi + pad, hi)
+    return [float(x0), float(x1)], [float(y1), float(y0)]
 
 
 def feature_map_figure(
@@ -242,11 +274,14 @@ def feature_map_figure(
 ) -> go.Figure:
     """A feature-map summary with the sampled regions (solid) and the intended boxes (dashed).
 
+    The view holds the whole map and the whole focus region however far it leaves the map; the area off
+    the map is grey (samples there read zeros).
+
     Args:
         summary (ndarray[h, w] float | ndarray[h, w, 3] uint8): from ``roi_lab.backbone.feature_summary``.
         regions_feature (ndarray[K, 4]): xyxy feature sample coordinates: where the op really samples.
         intended_feature (ndarray[K, 4]): xyxy feature sample coordinates: where it should sample.
-        focus (int | None): the box drawn thicker.
+        focus (int | None): the box drawn thicker, whose region the view holds; None: the map only.
     """
     fh, fw = summary.shape[:2]
     if summary.ndim == 3:
@@ -259,12 +294,10 @@ def feature_map_figure(
     )
     axes = _pixel_axes(fw, fh, offset=-0.5)
     regions = np.asarray(regions_feature, dtype=np.float64).reshape(-1, 4)
-    if focus is not None and 0 <= focus < len(regions) and np.all(np.isfinite(regions[focus])):
-        # widen the view to the focus region (capped) so a region that leaves the map is seen leaving it
-        x1, y1, x2, y2 = regions[focus]
-        cap_x, cap_y = 2.0 * fw, 2.0 * fh
-        axes["xaxis"]["range"] = [max(min(-0.5, x1 - 1), -cap_x), min(max(fw - 0.5, x2 + 1), fw + cap_x)]
-        axes["yaxis"]["range"] = [min(max(fh - 0.5, y2 + 1), fh + cap_y), max(min(-0.5, y1 - 1), -cap_y)]
+    if focus is not None and 0 <= focus < len(regions):
+        intended = np.asarray(intended_feature, dtype=np.float64).reshape(-1, 4)
+        axes["xaxis"]["range"], axes["yaxis"]["range"] = _whole_view(
+            (fw, fh), [regions[focus], intended[focus] if focus < len(intended) else regions[focus]], offset=-0.5)
     fig = _figure(
         [trace],
         shapes=shapes,
@@ -272,86 +305,267 @@ def feature_map_figure(
         height=height,
         margin=_MARGIN,
         dragmode=False,
+        plot_bgcolor=OFF_COLOR,
         **axes,
     )
     return fig
 
 
-def points_figure(
-    image_uri: str,
+def _axis_names(i: int) -> tuple[str, str, str, str]:
+    """Layout keys and trace references of subplot ``i`` (0-based): ("xaxis2", "yaxis2", "x2", "y2")."""
+    n = "" if i == 0 else str(i + 1)
+    return f"xaxis{n}", f"yaxis{n}", f"x{n}", f"y{n}"
+
+
+def _hidden_axes(layout: dict[str, Any], i: int, x_domain: list[float], y_domain: list[float],
+                 x_range: list[float] | None = None, y_range: list[float] | None = None,
+                 square: bool = True) -> tuple[str, str]:
+    """Add subplot ``i``'s invisible axes (y reversed, aspect 1) to ``layout``; returns the trace refs."""
+    xk, yk, xr, yr = _axis_names(i)
+    layout[xk] = {"domain": x_domain, "visible": False, "anchor": yr, "constrain": "domain", "fixedrange": True}
+    layout[yk] = {"domain": y_domain, "visible": False, "anchor": xr, "constrain": "domain", "fixedrange": True}
+    if x_range is not None:
+        layout[xk]["range"] = x_range
+    if y_range is not None:
+        layout[yk]["range"] = y_range
+    else:
+        layout[yk]["autorange"] = "reversed"
+    if square:
+        layout[yk]["scaleanchor"] = xr
+        layout[yk]["scaleratio"] = 1
+    return xr, yr
+
+
+LEVEL_COLORS = {"ref": "#1f4e79", "ok": "#2e7d32", "warn": "#d35400", "bad": "#c62828"}
+OFF_COLOR = "#e6e6e6"  # off the image / off the map
+
+
+def _wrap(text: str, width: int) -> str:
+    import textwrap
+
+    return "<br>".join(textwrap.wrap(text, width)) or " "
+
+
+TILE = (275, 200)  # design px of one overview tile (width, height); the figure keeps this aspect
+PICTURE_AT, PICTURE_SIZE = (4, 24), (156, 117)  # within a tile: the picture's origin and (width, height)
+CROP_AT, CROP_SIDE = (166, 24), 104  # within a tile: the crop's origin and side
+
+
+def overview_layout(n: int, columns: int = 4, tile: tuple[int, int] = TILE) -> list[tuple[int, int]]:
+    """Top-left design-px corner of each of ``n`` tiles, left to right, top to bottom.
+
+    Example:
+        >>> overview_layout(5, columns=4)[-1]
+        (0, 200)
+    """
+    return [((i % columns) * tile[0], (i // columns) * tile[1]) for i in range(n)]
+
+
+def _compose(pictures: Sequence[np.ndarray], corners: Sequence[tuple[int, int]], size: tuple[int, int]) -> np.ndarray:
+    """All pictures pasted into one white RGB canvas ``size`` = (width, height) at their tiles' picture origin."""
+    w, h = size
+    canvas = np.full((h, w, 3), 255, np.uint8)
+    for pic, (x, y) in zip(pictures, corners, strict=False):
+        px, py = x + PICTURE_AT[0], y + PICTURE_AT[1]
+        ph, pw = pic.shape[:2]
+        canvas[py : py + ph, px : px + pw] = pic[: h - py, : w - px]
+    return canvas
+
+
+def overview_figure(
+    verdicts: Sequence[Any],
+    pictures: Sequence[np.ndarray],
+    maps: np.ndarray,
+    zmin: float,
+    zmax: float,
+    *,
+    view: str = "mean",
+    columns: int = 4,
+    wrap: int = 46,
+    meta: Any = None,
+) -> go.Figure:
+    """Every variant at a glance, in ONE figure with ONE pair of axes: per variant a picture of where it
+    samples, its crop with hover values, and its verdict in words.
+
+    Tiles run left to right, top to bottom, the user's own settings first (framed). Each tile has the
+    variant's title coloured by its verdict, its picture (``pictures``: the whole image and the whole
+    sampled region, off-image hatched), its crop on one colour scale shared by every crop (the colour
+    bar sits in the last tile) and the verdict. For the browser this is three traces: one image (all
+    pictures composed server-side into one JPEG), one heatmap (all crops in one grid, NaN between them;
+    its cells hover with the variant, the bin and the value) and one text scatter; drawing 11 subplots,
+    or 55 charts, costs many times more.
+
+    Args:
+        verdicts (list[Verdict]): from ``roi_lab.ui.views.verdicts``, one per variant.
+        pictures (list[ndarray[h, w, 3] uint8]): one per variant (``roi_lab.ui.thumbs.render_thumb``) of
+            ``PICTURE_SIZE``.
+        maps (ndarray[V, PH, PW]): the crops' channel view (NaN: the op refused that variant's input).
+        zmin, zmax (float): the shared colour range.
+        view (str): the channel view, for the colour bar's title.
+        columns (int): tiles per row.
+        wrap (int): characters per line of the verdict's words.
+        meta: plotly's ``layout.meta``: the state the figure shows (the latency benchmark waits for it).
+
+    Returns:
+        go.Figure
+    """
+    v = len(verdicts)
+    ph, pw = int(maps.shape[-2]), int(maps.shape[-1])
+    slots = v + 1  # one more: the colour bar and the legend
+    rows = -(-slots // columns)
+    tw, th = TILE
+    width, height = columns * tw, rows * th
+    corners = overview_layout(slots, columns)
+    # one heatmap: cell edges of every tile column / row, a NaN gap between tiles
+    cell_x, cell_y = CROP_SIDE / pw, CROP_SIDE / ph
+    xs = [c * tw + CROP_AT[0] for c in range(columns)]
+    ys = [r * th + CROP_AT[1] for r in range(rows)]
+    x_edges = [x + j * cell_x for x in xs for j in range(pw + 1)]
+    y_edges = [y + i * cell_y for y in ys for i in range(ph + 1)]
+    # between consecutive tiles the last edge of one crop and the first of the next bound a NaN gap cell
+    z = np.full((len(y_edges) - 1, len(x_edges) - 1), np.nan, np.float32)
+    text = np.full(z.shape, "", dtype=object)
+    for i, verdict in enumerate(verdicts):
+        r, c = divmod(i, columns)
+        r0, c0 = r * (ph + 1), c * (pw + 1)
+        z[r0 : r0 + ph, c0 : c0 + pw] = maps[i]
+        text[r0 : r0 + ph, c0 : c0 + pw] = [[f"{verdict.title}<br>bin (row {a}, col {b})" for b in range(pw)]
+                                             for a in range(ph)]
+    uri, _ = image_data_uri(_compose(pictures, corners, (width, height)), quality=88)
+    data = [
+        {"type": "image", "source": uri, "x0": 0.5, "y0": 0.5, "dx": 1, "dy": 1, "hoverinfo": "skip"},
+        {"type": "heatmap", "z": z, "x": x_edges, "y": y_edges, "customdata": text, "hoverongaps": False,
+         "colorscale": "Viridis", "zmin": zmin, "zmax": zmax,
+         "hovertemplate": "%{customdata}: %{z:.4g}<extra></extra>",
+         "colorbar": {"x": (corners[v][0] + 12) / width, "xanchor": "left",
+                      "y": 1 - (corners[v][1] + th * 0.45) / height, "yanchor": "middle",
+                      "len": 0.62 * th / height, "thickness": 12,
+                      "title": {"text": f"crop ({view})", "side": "right"}, "tickfont": {"size": 10}}},
+    ]
+    texts: list[tuple[float, float, str, int, str]] = []  # x, y (top-left), text, font size, colour
+    shapes: list[dict[str, Any]] = []
+    for i, verdict in enumerate(verdicts):
+        x, y = corners[i]
+        color = LEVEL_COLORS.get(verdict.level, "#333333")
+        texts.append((x + 4, y + 3, f"<b>{verdict.title}</b>", 13, color))
+        texts.append((x + 4, y + PICTURE_AT[1] + PICTURE_SIZE[1] + 4,
+                      f"<b>{verdict.headline}</b><br>{_wrap(verdict.words, wrap)}", 11, color))
+        if i == 0:
+            shapes.append({"type": "rect", "x0": x + 1, "x1": x + tw - 3, "y0": y + 1, "y1": y + th - 3,
+                           "line": {"color": color, "width": 2}, "fillcolor": "rgba(0,0,0,0)"})
+    x, y = corners[v]
+    texts.append((x + 110, y + 12,
+                  f"<span style='color:{INTENDED_COLOR}'><b>- - -</b></span> the box meant<br>"
+                  f"<span style='color:{REGION_COLOR}'><b>——</b></span> where the op samples<br>"
+                  "hatched: off the image<br>(samples read zeros)<br><br>one colour scale for<br>"
+                  "every crop; hover a<br>crop for its values", 10, "#333333"))
+    # all text in one text-mode scatter: plotly lays out annotations one by one (a text measurement each),
+    # which costs the browser more than the rest of the figure
+    data.append({"type": "scatter", "mode": "text", "x": [t[0] for t in texts], "y": [t[1] for t in texts],
+                 "text": [t[2] for t in texts], "textposition": "bottom right", "hoverinfo": "skip",
+                 "textfont": {"size": [t[3] for t in texts], "color": [t[4] for t in texts]}, "showlegend": False})
+    axes = _pixel_axes(width, height)
+    for axis in axes.values():
+        axis["fixedrange"] = True
+    return _figure(data, **axes, shapes=shapes, height=height,
+                   margin={"l": 0, "r": 0, "t": 0, "b": 0}, dragmode=False, showlegend=False, hovermode="closest",
+                   **({"meta": meta} if meta is not None else {}))
+
+
+def details_figure(
+    summary: np.ndarray,
+    regions_feature: np.ndarray,
+    intended_feature: np.ndarray,
+    focus: int,
+    image: tuple[str, float],
     image_size: tuple[int, int],
     points_image: np.ndarray,
     region_image: np.ndarray,
     intended_image: np.ndarray,
+    rgb_uri: str,
+    crop: np.ndarray,
+    diff: np.ndarray,
+    zmin: float,
+    zmax: float,
+    zabs: float,
     *,
-    uri_scale: float = 1.0,
     title: str = "",
-    height: int = 240,
+    height: int = 270,
+    meta: Any = None,
 ) -> go.Figure:
-    """The image with one box's sampling points (scatter), the region sampled and the intended box.
+    """One variant in detail, in ONE figure of five panels: the feature map with the regions, the samples on
+    the image, what it reads from the image (RGB), its crop and its difference to your settings' crop.
+
+    The first two panels hold the whole map / image and the whole sampled region (off-map and off-image
+    areas grey). The crop shares the overview's colour scale; the difference has its own symmetric
+    scale. Hover gives the values of both.
 
     Args:
-        points_image (ndarray[P, 2]): (x, y) image px.
-        region_image (ndarray[4]): xyxy image px, what the op samples.
-        intended_image (ndarray[4]): xyxy image px, the box the user meant.
+        summary (ndarray[h, w]): the feature map's summary.
+        regions_feature, intended_feature (ndarray[K, 4]): feature sample coordinates (all boxes; ``focus``
+            drawn thick).
+        image ((uri, uri_scale)): the working image (or a thumbnail of it) and its scale.
+        image_size ((H, W)): working-image px.
+        points_image (ndarray[P, 2]): (x, y) px of the focus box's samples.
+        region_image, intended_image (ndarray[4]): xyxy px.
+        rgb_uri (str): the RGB read-out as a data URI.
+        crop, diff (ndarray[PH, PW]): the crop (channel view) and crop minus your settings' crop.
+        meta: plotly's ``layout.meta`` (see :func:`overview_figure`).
     """
+    layout: dict[str, Any] = {}
+    data: list[dict[str, Any]] = []
+    shapes: list[dict[str, Any]] = []
+    gap, n = 0.012, 5
+    width = (1.0 - gap * (n - 1)) / n
+    dom = [[i * (width + gap), i * (width + gap) + width] for i in range(n)]
+    y_dom = [0.0, 0.90]
+    titles = ["on the feature map", "samples on the image", "what it reads (RGB)", "crop",
+              "minus your settings' crop"]
+    # 1: the feature map
+    fh, fw = summary.shape[:2]
+    regions = np.asarray(regions_feature, dtype=np.float64).reshape(-1, 4)
+    intended = np.asarray(intended_feature, dtype=np.float64).reshape(-1, 4)
+    xrange_, yrange = _whole_view((fw, fh), [regions[focus], intended[focus]], offset=-0.5)
+    xr, yr = _hidden_axes(layout, 0, dom[0], y_dom, xrange_, yrange)
+    data.append({"type": "heatmap", "z": np.asarray(summary, dtype=np.float32), "x0": 0, "y0": 0, "dx": 1, "dy": 1,
+                 "colorscale": "Greys", "showscale": False, "hoverinfo": "skip", "xaxis": xr, "yaxis": yr})
+    for shape in (box_shapes(intended, color=INTENDED_COLOR, focus=focus, dash="dash")
+                  + box_shapes(regions, color=REGION_COLOR, focus=focus)):
+        shapes.append({**shape, "xref": xr, "yref": yr})
+    # 2: samples on the image
     h, w = image_size
     pts = np.asarray(points_image, dtype=np.float64).reshape(-1, 2)
-    scatter = {"type": "scatter", "x": pts[:, 0], "y": pts[:, 1], "mode": "markers",
-               "marker": {"size": 3, "color": REGION_COLOR}, "hoverinfo": "skip", "showlegend": False}
-    shapes = box_shapes(intended_image, color=INTENDED_COLOR, dash="dash", width=2) + box_shapes(
-        region_image, color=REGION_COLOR, width=2
-    )
-    # show the whole image plus any points that fall outside it
-    x_lo = min(0.0, float(pts[:, 0].min())) if len(pts) else 0.0
-    x_hi = max(float(w), float(pts[:, 0].max())) if len(pts) else float(w)
-    y_lo = min(0.0, float(pts[:, 1].min())) if len(pts) else 0.0
-    y_hi = max(float(h), float(pts[:, 1].max())) if len(pts) else float(h)
-    axes = _pixel_axes(w, h)
-    axes["xaxis"]["range"] = [x_lo, x_hi]
-    axes["yaxis"]["range"] = [y_hi, y_lo]
-    fig = _figure(
-        [_image_trace(image_uri, uri_scale), scatter],
-        shapes=shapes, title={"text": title, "font": {"size": 12}}, height=height, margin=_MARGIN, dragmode=False,
-        **axes,
-    )
-    return fig
-
-
-def crop_heatmap(crop: np.ndarray, zmin: float, zmax: float, *, title: str = "", height: int = 200,
-                 colorscale: str = "Viridis") -> go.Figure:
-    """One crop's channel view, ndarray[PH, PW], on a shared color scale ``[zmin, zmax]``."""
-    fig = _figure(
-        [
-            {
-                "type": "heatmap",
-                "z": np.asarray(crop, dtype=np.float32),
-                "zmin": zmin,
-                "zmax": zmax,
-                "colorscale": colorscale,
-                "colorbar": {"thickness": 8, "len": 0.9},
-                "hovertemplate": "bin (%{y}, %{x}): %{z:.3g}<extra></extra>",
-            }
-        ],
-        title={"text": title, "font": {"size": 12}}, height=height, margin=_MARGIN, dragmode=False,
-        yaxis={"autorange": "reversed", "scaleanchor": "x", "visible": False}, xaxis={"visible": False},
-    )
-    return fig
-
-
-def diff_heatmap(diff: np.ndarray, zabs: float, *, title: str = "", height: int = 200) -> go.Figure:
-    """Difference to the correct crop, ndarray[PH, PW], on a shared symmetric scale ``[-zabs, zabs]``."""
-    return crop_heatmap(diff, -zabs, zabs, title=title, height=height, colorscale="RdBu_r")
-
-
-def rgb_figure(crop: np.ndarray, *, title: str = "", height: int = 200) -> go.Figure:
-    """What an op cropped from the RGB image: ndarray[PH, PW, 3] uint8."""
-    fig = _figure(
-        [{"type": "image", "z": np.asarray(crop, dtype=np.uint8), "hoverinfo": "skip"}],
-        title={"text": title, "font": {"size": 12}}, height=height, margin=_MARGIN, dragmode=False,
-        xaxis={"visible": False}, yaxis={"visible": False, "scaleanchor": "x"},
-    )
-    return fig
+    pts = pts[np.all(np.isfinite(pts), axis=1)]
+    if len(pts) > 2000:
+        pts = pts[np.linspace(0, len(pts) - 1, 2000).round().astype(int)]
+    pts_box = np.array([[pts[:, 0].min(), pts[:, 1].min(), pts[:, 0].max(), pts[:, 1].max()]]) if len(pts) else []
+    xrange_, yrange = _whole_view((w, h), [region_image, intended_image, *([pts_box] if len(pts) else [])])
+    xr, yr = _hidden_axes(layout, 1, dom[1], y_dom, xrange_, yrange)
+    data.append({**_image_trace(image[0], image[1]), "xaxis": xr, "yaxis": yr})
+    data.append({"type": "scatter", "x": pts[:, 0], "y": pts[:, 1], "mode": "markers", "xaxis": xr, "yaxis": yr,
+                 "marker": {"size": 3, "color": REGION_COLOR}, "hoverinfo": "skip", "showlegend": False})
+    for shape in (box_shapes(intended_image, color=INTENDED_COLOR, dash="dash", width=2)
+                  + box_shapes(region_image, color=REGION_COLOR, width=2)):
+        shapes.append({**shape, "xref": xr, "yref": yr})
+    # 3: RGB read-out
+    xr, yr = _hidden_axes(layout, 2, dom[2], y_dom)
+    data.append({"type": "image", "source": rgb_uri, "xaxis": xr, "yaxis": yr, "hoverinfo": "skip"})
+    # 4, 5: crop and difference, with hover values
+    for i, (z, lo, hi, scale, cbx) in enumerate(((crop, zmin, zmax, "Viridis", dom[3][1]),
+                                                 (diff, -zabs, zabs, "RdBu_r", dom[4][1]))):
+        xr, yr = _hidden_axes(layout, 3 + i, [dom[3 + i][0], dom[3 + i][1] - 0.03], y_dom)
+        data.append({"type": "heatmap", "z": np.asarray(z, dtype=np.float32), "zmin": lo, "zmax": hi,
+                     "colorscale": scale, "xaxis": xr, "yaxis": yr,
+                     "colorbar": {"x": cbx - 0.028, "xanchor": "left", "len": 0.85, "y": 0.45, "thickness": 8,
+                                  "tickfont": {"size": 9}},
+                     "hovertemplate": "bin (row %{y}, col %{x}): %{z:.4g}<extra></extra>"})
+    annotations = [{"xref": "paper", "yref": "paper", "x": (d[0] + d[1]) / 2, "y": 1.0, "xanchor": "center",
+                    "yanchor": "top", "showarrow": False, "text": t, "font": {"size": 12}}
+                   for d, t in zip(dom, titles, strict=True)]
+    return _figure(data, **layout, shapes=shapes, annotations=annotations, height=height,
+                   margin={"l": 0, "r": 0, "t": 22 if title else 4, "b": 0}, dragmode=False, showlegend=False,
+                   title={"text": title, "font": {"size": 13}} if title else None, plot_bgcolor=OFF_COLOR,
+                   **({"meta": meta} if meta is not None else {}))
 
 
 def reduce_channels(crops: np.ndarray, view: str = "mean", index: int = 0) -> np.ndarray:

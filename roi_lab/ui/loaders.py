@@ -1,16 +1,22 @@
 """Cached loaders: the only place with ``st.cache_resource`` / ``st.cache_data``.
 
-Models are resources (one per name/weights/device, shared by sessions). Everything derived from
-an image is data keyed by the image's sha1 and primitives; tensors, arrays and bytes that are
-already identified by that hash are passed as ``_``-prefixed arguments, which Streamlit does not
-hash. The Side-by-side page's variants and the figures that do not depend on the channel view are
-resources too (read-only; Streamlit copies a figure when it sends it), so a rerun neither unpickles
-nor rebuilds them. The variants' crops run one op call per distinct call
+Models are resources (one per name/weights/device, shared by sessions). Everything derived from an
+image is keyed by the image's sha1 and primitives; tensors, arrays and bytes that are already
+identified by that hash are passed as ``_``-prefixed arguments, which Streamlit does not hash.
+Results holding arrays (the working image, the feature map, crops, pictures) are resources too:
+``st.cache_data`` would pickle a copy on every hit (an 8 MB feature map on every rerun). They are
+shared read-only: no caller modifies what a loader returns. The variants' crops run one op call per distinct call
 (``roi_lab.geometry.crop_features_for_variants`` / ``crop_image_for_variants``), falling back to one
 call per variant when an op refuses an input, so the panel of that variant alone shows the error.
 
 Features are computed on the chosen device and cached on the CPU: the crops and figures are
 small, and a cached CUDA tensor would pin GPU memory per entry.
+
+Threads: the interactive work (variants, one-channel crops of a few boxes, pictures) is many tiny
+ops, which torch's intra-op thread pool slows down (on a busy 2-core machine by up to 10x: threads
+wait for a core). :func:`interactive_threads` makes the app's default one thread;
+:func:`all_threads` restores the machine's count around the backbone's forward pass and the Parity
+page's timings, the two places where more threads pay.
 """
 
 from __future__ import annotations
@@ -41,9 +47,30 @@ __all__ = [
     "variant_maps",
     "variant_crops",
     "variant_rgb",
-    "panel_figures",
+    "overview_pictures",
     "available_devices",
+    "interactive_threads",
+    "all_threads",
 ]
+
+_MACHINE_THREADS = torch.get_num_threads()
+
+
+def interactive_threads() -> None:
+    """One torch thread for the app's many small ops (see the module docstring)."""
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+
+
+class all_threads:  # noqa: N801 - used as a context manager, like torch.no_grad
+    """``with all_threads():`` the machine's torch thread count inside, the previous count after."""
+
+    def __enter__(self) -> None:
+        self._previous = torch.get_num_threads()
+        torch.set_num_threads(_MACHINE_THREADS)
+
+    def __exit__(self, *exc: object) -> None:
+        torch.set_num_threads(self._previous)
 
 PREFERRED_SAMPLE = "synthetic"
 
@@ -111,18 +138,34 @@ def sample_bytes(name: str) -> bytes:
     return buf.tobytes()
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
+@st.cache_resource(show_spinner=False, max_entries=8)
 def working_image(image_hash: str, max_side: int, _data: bytes) -> WorkingImage:
-    """Decode (``roi_lab.decode_image``; raises ImageDecodeError) and resize to ``max_side``."""
+    """Decode (``roi_lab.decode_image``; raises ImageDecodeError) and resize to ``max_side``.
+
+    Raises:
+        InputValueError: the image, or the image resized for the model, has a side under the backbones'
+            minimum (a 10 x 20000 strip becomes 0 x 800): refused before resizing.
+    """
+    from roi_lab.backbone import MIN_IMAGE_SIDE
+    from roi_lab.errors import InputValueError
     from roi_lab.image import decode_image, resize_to_max_side
 
     image = decode_image(_data)
-    original = (int(image.shape[0]), int(image.shape[1]))
-    if max(original) > max_side:
+    h, w = (int(image.shape[0]), int(image.shape[1]))
+    scale = min(1.0, max_side / max(h, w))
+    wh, ww = round(h * scale), round(w * scale)
+    if min(h, w, wh, ww) < MIN_IMAGE_SIDE:
+        resized = f", {ww} x {wh} once its longer side is resized to {max_side} px" if scale < 1 else ""
+        raise InputValueError(
+            "the app's image intake",
+            expected=f"an image whose sides are all at least {MIN_IMAGE_SIDE} px, also after resizing for the model "
+            f"(the backbones' minimum)",
+            got=f"{w} x {h} (W x H){resized}",
+            fix="upload a larger or less elongated image (crop a long strip into pieces)",
+        )
+    if scale < 1:
         image, scale = resize_to_max_side(image, max_side)
-    else:
-        scale = 1.0
-    return WorkingImage(np.ascontiguousarray(image), float(scale), original)
+    return WorkingImage(np.ascontiguousarray(image), float(scale), (h, w))
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -148,25 +191,26 @@ def backbone(name: str, weights: str, device: str) -> Any:
 
 @st.cache_data(show_spinner=False)
 def stage_info(name: str) -> dict[str, Any]:
-    """Stages, nominal strides, channels and default stage of a backbone, without its weights."""
-    from roi_lab.backbone import load_backbone
+    """Stages, nominal strides, channels and default stage of a backbone, without building it."""
+    from roi_lab.backbone import backbone_info
 
-    bb = load_backbone(name, weights="none", device="cpu")  # metadata only; built once per name
+    info = backbone_info(name)
     return {
-        "stages": tuple(bb.stages),
-        "strides": dict(bb.nominal_strides),
-        "channels": dict(bb.channels),
-        "default_stage": bb.default_stage,
+        "stages": tuple(info["stages"]),
+        "strides": dict(info["nominal_strides"]),
+        "channels": dict(info["channels"]),
+        "default_stage": info["default_stage"],
     }
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
+@st.cache_resource(show_spinner=False, max_entries=8)
 def features(
     image_hash: str, max_side: int, name: str, weights: str, device: str, stage: str, _image: np.ndarray
 ) -> FeatureResult:
     """One stage's features for the working image (on the CPU); the forward pass runs once per key."""
     bb = backbone(name, weights, device)
-    out = bb.features(_image, stages=[stage])[stage]
+    with all_threads():
+        out = bb.features(_image, stages=[stage])[stage]
     return FeatureResult(
         features=out.detach().to("cpu", torch.float32).contiguous(),
         stage=stage,
@@ -178,7 +222,7 @@ def features(
     )
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
+@st.cache_resource(show_spinner=False, max_entries=16)
 def summary(feature_key: tuple, kind: str, _features: torch.Tensor) -> np.ndarray:
     """``roi_lab.backbone.feature_summary`` of a cached feature map (``feature_key`` names it)."""
     from roi_lab.backbone import feature_summary
@@ -213,20 +257,6 @@ def variants(
     )
 
 
-def _single_box_variants(box: tuple, image_size, feature_size, stride, output_size, sampling_ratio, aligned):
-    from roi_lab.geometry import make_variants
-
-    return make_variants(
-        torch.tensor([box], dtype=torch.float32),
-        image_size=image_size,
-        feature_size=feature_size,
-        stride=stride,
-        output_size=output_size,
-        sampling_ratio=sampling_ratio,
-        aligned=aligned,
-    )
-
-
 def _apply_all(vs: list[Any], fn) -> tuple[list[Any], dict[str, str]]:
     """``fn(variant)`` for every variant; an op that refuses the input gives None and its message."""
     from roi_lab.errors import RoiLabError
@@ -252,7 +282,7 @@ def _apply_batched(vs: list[Any], batched, one) -> tuple[list[Any], dict[str, st
         return _apply_all(vs, one)
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
+@st.cache_resource(show_spinner=False, max_entries=16)
 def channel_map(feature_key: tuple, view: str, index: int, _features: torch.Tensor) -> torch.Tensor:
     """One channel view of the whole feature map, Tensor[1, 1, h, w] (see ``views.channel_map``)."""
     from roi_lab.ui.views import channel_map as reduce_map
@@ -260,7 +290,7 @@ def channel_map(feature_key: tuple, view: str, index: int, _features: torch.Tens
     return reduce_map(_features, view, index)
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
+@st.cache_resource(show_spinner=False, max_entries=64)
 def variant_maps(
     map_key: tuple,
     variants_key: tuple,
@@ -293,93 +323,77 @@ def _stack_or_nan(crops: list[torch.Tensor | None], shape: tuple[int, ...]) -> n
     return np.stack([c.numpy().astype(np.float32, copy=False) if c is not None else missing for c in crops])
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
-def variant_crops(
-    feature_key: tuple,
-    box: tuple[float, float, float, float],
-    image_size: tuple[int, int],
-    stride: float,
-    output_size: int,
-    sampling_ratio: int,
-    aligned: bool,
-    _features: torch.Tensor,
-) -> dict[str, Any]:
-    """Every variant's full crop of ONE box, ndarray[V, C, PH, PW] (NaN where the op refused the input).
+@st.cache_resource(show_spinner=False, max_entries=16)
+def variant_crops(feature_key: tuple, variants_key: tuple, output_size: int, _variants: list[Any],
+                  _features: torch.Tensor) -> dict[str, Any]:
+    """Every variant's full crop of every box, ndarray[V, K, C, PH, PW] (NaN where the op refused the input).
 
-    For the "max over channels" view (not linear) and the .npz download.
+    For the "max over channels" view (not linear in the channels) and the .npz download; the
+    Side-by-side page makes its variants for the one box it shows, so K is 1 there.
     """
     from roi_lab.geometry import crop_features_for_variants
 
-    feature_size = (int(_features.shape[-2]), int(_features.shape[-1]))
-    vs = _single_box_variants(box, image_size, feature_size, stride, output_size, sampling_ratio, aligned)
+    k, c = len(_variants[0].boxes_passed), int(_features.shape[1])
     crops, errors = _apply_batched(
-        vs, lambda vs: crop_features_for_variants(vs, _features, output_size), lambda v: v.apply(_features, output_size)
-    )  # [1, C, PH, PW] each
-    c = int(_features.shape[1])
-    full = _stack_or_nan([x[0] if x is not None else None for x in crops], (c, output_size, output_size))
-    return {"kinds": [v.kind.value for v in vs], "crops": full, "errors": errors}
+        _variants, lambda vs: crop_features_for_variants(vs, _features, output_size),
+        lambda v: v.apply(_features, output_size),
+    )  # [K, C, PH, PW] each
+    full = _stack_or_nan(list(crops), (k, c, output_size, output_size))
+    return {"kinds": [v.kind.value for v in _variants], "crops": full, "errors": errors}
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
+@st.cache_resource(show_spinner=False, max_entries=32)
 def variant_rgb(
     image_key: tuple,
     variants_key: tuple,
+    index: int,
+    focus: int,
     rgb_size: int,
     _variants: list[Any],
     _image: np.ndarray,
 ) -> dict[str, Any]:
-    """What every variant really crops from the RGB image, for every box: ndarray[V, K, S, S, 3] uint8."""
-    from roi_lab.geometry import crop_image_for_variants
+    """What variant ``index`` really crops from the RGB image for box ``focus``: ndarray[S, S, 3] uint8.
 
-    k = len(_variants[0].boxes_passed)
-    image_t = torch.from_numpy(np.ascontiguousarray(_image)).permute(2, 0, 1)[None].float() / 255.0
-    crops, errors = _apply_batched(
-        _variants,
-        lambda vs: crop_image_for_variants(vs, image_t, rgb_size),
-        lambda v: v.apply_to_image(image_t, rgb_size),
-    )  # [K, 3, S, S] in 0..1 each
-    rgb = np.zeros((len(_variants), k, rgb_size, rgb_size, 3), np.uint8)
-    for i, c in enumerate(crops):
-        if c is not None:
-            rgb[i] = (c.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    return {"kinds": [v.kind.value for v in _variants], "rgb": rgb, "errors": errors}
-
-
-@st.cache_resource(show_spinner=False, max_entries=8)
-def panel_figures(
-    key: tuple,
-    focus: int,
-    stride: float,
-    image_size: tuple[int, int],
-    _variants: list[Any],
-    _summary: np.ndarray,
-    _thumb: tuple[str, float],
-    _boxes_image: np.ndarray,
-    _rgb: np.ndarray,
-) -> list[dict[str, Any]]:
-    """The figures of the variant panels that do not depend on the channel view, built once per ``key``.
-
-    ``key`` names every ``_`` argument (image, backbone, stage, boxes, crop settings). Shared
-    read-only: Streamlit copies a figure (``to_dict``) when it sends it.
+    ``error`` holds the op's message when it refused the input (the crop is then zeros).
     """
-    from roi_lab.ui import figures
-    from roi_lab.ui.views import intended_feature, panel_data
+    from dataclasses import replace
 
-    intended_f = intended_feature(_boxes_image, stride)
+    from roi_lab.errors import RoiLabError
+
+    v = _variants[index]
+    one = replace(v, region_image=v.region_image[focus : focus + 1],
+                  op_kwargs={**v.op_kwargs, **({"box_indices": v.op_kwargs["box_indices"][focus : focus + 1]}
+                                               if "box_indices" in v.op_kwargs else {})})
+    image_t = torch.from_numpy(np.ascontiguousarray(_image)).permute(2, 0, 1)[None].float() / 255.0
+    try:
+        crop = one.apply_to_image(image_t, rgb_size)[0]  # [3, S, S] in 0..1
+    except (RoiLabError, RuntimeError) as e:
+        return {"rgb": np.zeros((rgb_size, rgb_size, 3), np.uint8), "error": str(e)}
+    return {"rgb": (crop.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy(), "error": None}
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def overview_pictures(
+    image_key: tuple,
+    variants_key: tuple,
+    focus: int,
+    size: tuple[int, int],
+    _variants: list[Any],
+    _image: np.ndarray,
+) -> list[np.ndarray]:
+    """One picture per variant of where it samples box ``focus`` (``roi_lab.ui.thumbs.render_thumb``),
+    ndarray[height, width, 3] uint8. ``image_key`` / ``variants_key`` name ``_image`` / ``_variants``."""
+    from roi_lab.ui.thumbs import render_thumb
+
+    h, w = _image.shape[:2]
+    side = 2 * max(size)  # a small copy to draw from: resizing it per picture is cheap
+    small = _image if max(h, w) <= side else cv2.resize(
+        _image, (max(1, round(w * side / max(h, w))), max(1, round(h * side / max(h, w)))),
+        interpolation=cv2.INTER_AREA)
     out = []
-    for i, v in enumerate(_variants):
-        p = panel_data(v, focus)
-        out.append(
-            {
-                "panel": p,
-                "feature": figures.feature_map_figure(
-                    _summary, p.regions_feature, intended_f, focus=focus, title="on the feature map"
-                ),
-                "points": figures.points_figure(
-                    _thumb[0], image_size, p.points_image, p.region_image, _boxes_image[focus],
-                    uri_scale=_thumb[1], title="samples on the image",
-                ),
-                "rgb": figures.rgb_figure(_rgb[i], title="what it reads (RGB)"),
-            }
-        )
+    for v in _variants:
+        pts = v.points_image[focus][: int(v.num_points[focus])]
+        pic, _ = render_thumb(small, (h, w), v.boxes_meant[focus].numpy(), v.region_image[focus].numpy(),
+                              pts.numpy(), size)
+        out.append(pic)
     return out

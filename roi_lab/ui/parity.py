@@ -14,7 +14,17 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Case", "BENCH_CASES", "run_case", "time_call", "random_case", "rois_from_boxes"]
+__all__ = ["Case", "BENCH_CASES", "RATIO", "TOLERANCE_REL", "tolerance", "run_case", "time_call", "random_case",
+           "rois_from_boxes"]
+
+RATIO = "time ratio roi_lab / torchvision"  # < 1: roi_lab is faster
+TOLERANCE_REL = 1e-5  # float32: a few ulp of the output's scale; both sum the same samples in different orders
+
+
+def tolerance(reference: torch.Tensor) -> float:
+    """The largest parity error accepted: ``TOLERANCE_REL * max(1, max |reference|)`` (float32 rounding)."""
+    scale = float(reference.detach().abs().max()) if reference.numel() else 0.0
+    return TOLERANCE_REL * max(1.0, scale)
 
 
 @dataclass(frozen=True)
@@ -75,7 +85,11 @@ def run_case(
     aligned: bool,
     repeats: int = 5,
 ) -> dict[str, object]:
-    """Run both implementations on the same input; a row of the parity table."""
+    """Run both implementations on the same input; a row of the parity table.
+
+    ``parity`` is ``"pass"`` when the max abs error is within :func:`tolerance` of torchvision's output;
+    the time ratio is roi_lab's median over torchvision's (below 1: roi_lab is faster).
+    """
     import torchvision
 
     from roi_lab import roi_align
@@ -89,6 +103,7 @@ def run_case(
     with torch.inference_mode():
         a, b = ours(), theirs()
         err = float((a.double() - b.double()).abs().max()) if a.numel() else 0.0
+        tol = tolerance(b)
         ms_ours = time_call(ours, features.device, repeats)
         ms_tv = time_call(theirs, features.device, repeats)
     n, c, h, w = features.shape
@@ -101,9 +116,11 @@ def run_case(
         "sampling_ratio": sampling_ratio,
         "aligned": aligned,
         "max abs error": err,
+        "tolerance": tol,
+        "parity": "pass" if err <= tol else "FAIL",
         "roi_lab ms": round(ms_ours, 3),
         "torchvision ms": round(ms_tv, 3),
-        "ratio": round(ms_ours / ms_tv, 2) if ms_tv > 0 else float("nan"),
+        RATIO: round(ms_ours / ms_tv, 2) if ms_tv > 0 else float("nan"),
     }
 
 

@@ -6,6 +6,7 @@ No streamlit, no plotly, no op math: slicing, unit conversions for drawing, chan
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,8 @@ __all__ = [
     "PanelData",
     "intended_feature",
     "panel_data",
+    "Verdict",
+    "verdicts",
     "CropViews",
     "crop_views",
     "channel_map",
@@ -24,8 +27,8 @@ __all__ = [
     "parse_shape",
     "parse_scale",
     "crops_npz",
-    "scale_boxes",
     "rois_text",
+    "looks_like_code",
 ]
 
 
@@ -77,6 +80,98 @@ def panel_data(variant: Any, focus: int) -> PanelData:
         outside_all=outside,
         iou_all=iou,
     )
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One variant's verdict for the box shown, in numbers and in words (the overview's tile text).
+
+    Attributes:
+        kind, title (str): the variant.
+        iou (float): IoU of the sampled region with the box meant.
+        outside (float): share of the samples that fall off the map (they read zeros).
+        off_px (float): how far the sampled region's edges are from the box's, at most, in
+            original-image px (the table's units).
+        crop_diff (float): max |crop - your settings' crop| over the range of yours (NaN if refused).
+        level (str): ``"ref"`` (your settings, sound), ``"ok"``, ``"warn"`` or ``"bad"``, from the
+            geometry alone (IoU, outside, off_px), so it never contradicts the numbers it shows.
+        headline (str): ``"IoU 0.89 · 0% outside"``.
+        words (str): how far off and what that does, e.g. ``"edges off by up to 8 px; crop differs by 31%"``.
+    """
+
+    kind: str
+    title: str
+    iou: float
+    outside: float
+    off_px: float
+    crop_diff: float
+    level: str
+    headline: str
+    words: str
+
+
+def _relative_diff(crop: np.ndarray, ref: np.ndarray) -> float:
+    if not (np.all(np.isfinite(crop)) and np.all(np.isfinite(ref))):
+        return float("nan")
+    span = float(ref.max() - ref.min()) if ref.size else 0.0
+    return float(np.abs(crop - ref).max() / (span if span > 0 else max(float(np.abs(ref).max()), 1e-12)))
+
+
+def verdicts(variants: list[Any], focus: int, maps: np.ndarray, scale: float = 1.0,
+             errors: dict[str, str] | None = None) -> list[Verdict]:
+    """Every variant's verdict for box ``focus``; variant 0 is the user's own settings (the reference).
+
+    Args:
+        variants (list[Variant]): from ``roi_lab.geometry.make_variants`` (boxes in working-image px).
+        focus (int): the box shown.
+        maps (ndarray[V, PH, PW]): one channel view of each variant's crop of that box (NaN: refused).
+        scale (float): working / original image size (offsets are reported in original px).
+        errors (dict[str, str]): kind -> message, for variants whose op refused the input.
+
+    Example:
+        >>> import torch
+        >>> from roi_lab.geometry import make_variants
+        >>> vs = make_variants(torch.tensor([[64., 32., 192., 160.]]), image_size=(256, 256),
+        ...                    feature_size=(16, 16), stride=16)
+        >>> v = verdicts(vs, 0, np.zeros((len(vs), 7, 7)))
+        >>> v[0].level, v[0].headline, v[1].level, v[1].words
+        ('ref', 'IoU 1.00 · 0% outside', 'bad', 'edges off by up to 2,880 px; reads zeros there')
+    """
+    errors = errors or {}
+    ref = maps[0]
+    out = []
+    for i, var in enumerate(variants):
+        intended = _np(var.boxes_meant)[focus]
+        region = _np(var.region_image)[focus]
+        off = float(np.nanmax(np.abs(_sorted(region) - intended))) / max(scale, 1e-12)
+        iou = float(_np(var.iou)[focus])
+        outside = float(_np(var.outside_fraction)[focus])
+        diff = _relative_diff(maps[i], ref)
+        kind = var.kind.value
+        headline = f"IoU {iou:.2f} · {outside:.0%} outside"
+        if kind in errors:
+            level, words = "bad", "the op refused this input (see the details)"
+        elif i == 0:
+            level = "warn" if getattr(var, "settings_note", "") else "ref"
+            words = (f"legacy: edges off by up to {off:,.0f} px (half a cell)" if level == "warn"
+                     else "the reference: every crop is compared with this one")
+        else:
+            level = ("bad" if iou < 0.5 or outside >= 0.5 else
+                     "warn" if iou < 0.95 or outside > 0.02 else "ok")
+            if np.isfinite(diff) and diff < 1e-6 and abs(iou - float(_np(variants[0].iou)[focus])) < 1e-6:
+                words = "same as your settings for this box"
+            else:
+                words = f"edges off by up to {off:,.0f} px"
+                if outside >= 0.99:
+                    words += "; reads zeros there"
+                elif np.isfinite(diff):
+                    words += f"; crop differs by {diff:.0%}"
+        out.append(Verdict(kind, var.title, iou, outside, off, diff, level, headline, words))
+    return out
+
+
+def _sorted(b: np.ndarray) -> np.ndarray:
+    return np.array([min(b[0], b[2]), min(b[1], b[3]), max(b[0], b[2]), max(b[1], b[3])])
 
 
 @dataclass(frozen=True)
@@ -210,22 +305,41 @@ def rois_text(boxes_image: Any, limit: int = 3) -> str:
     return f"tensor([{body}])"
 
 
-def scale_boxes(boxes: Any, scale: float) -> np.ndarray:
-    """Boxes ndarray[K, 4] times a resize factor (original image px <-> working image px)."""
-    return _np(boxes).reshape(-1, 4) * float(scale)
-
-
-def crops_npz(kinds: list[str], crops: np.ndarray, rgb: np.ndarray, box_image: Any, settings: dict[str, Any]) -> bytes:
+def crops_npz(kinds: list[str], crops: np.ndarray, box_image: Any, settings: dict[str, Any]) -> bytes:
     """The crops of every variant for one box as a compressed .npz file's bytes.
 
     Arrays: ``kinds`` [V] str, ``crops`` [V, C, PH, PW] float32 (NaN where the op refused the input),
-    ``rgb`` [V, PH', PW', 3] uint8, ``box_image`` [4] xyxy image px, and the settings as 0-d arrays.
+    ``box_image`` [4] xyxy model-input px, and the settings as 0-d arrays.
     """
     import io
 
     buf = io.BytesIO()
     np.savez_compressed(
-        buf, kinds=np.asarray(kinds), crops=crops, rgb=rgb, box_image=_np(box_image).reshape(4),
+        buf, kinds=np.asarray(kinds), crops=crops, box_image=_np(box_image).reshape(4),
         **{k: np.asarray(v) for k, v in settings.items()},
     )
     return buf.getvalue()
+
+
+_CODE_START = re.compile(
+    r"^\s*(#|[A-Za-z_][\w.\[\]:]*(\s*,\s*[A-Za-z_][\w.\[\]:]*)*\s*=[^=]|[A-Za-z_][\w.]*\(|import \w"
+    r"|from [\w.]+ import |for \w+ in .*:)")
+
+
+def looks_like_code(text: str) -> bool:
+    """True when a fix reads as Python (an assignment, a call, an import), False for a sentence.
+
+    Used to show code with syntax highlighting and sentences as plain text.
+
+    Example:
+        >>> looks_like_code("rois = torch.cat([idx, boxes], 1)"), looks_like_code("roi_align(x, b, 7)")
+        (True, True)
+        >>> looks_like_code("boxes_norm, idx = to_tf_boxes(b, (H, W))"), looks_like_code("so that x = 16")
+        (True, False)
+        >>> looks_like_code("resize or pad the image to a multiple of 16 (e.g. 800 x 1008) before the backbone")
+        False
+        >>> looks_like_code("pool small boxes from a finer level: torchvision.ops.MultiScaleRoIAlign assigns them")
+        False
+    """
+    first = str(text).strip().splitlines()[0] if str(text).strip() else ""
+    return bool(_CODE_START.match(first))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from roi_lab.ui import boxtable, loaders, state
+from roi_lab.ui import boxtable, guard, loaders, state
 from roi_lab.ui.figures import CHANNEL_VIEWS
 from roi_lab.ui.state import K, bind
 
@@ -29,7 +29,13 @@ __all__ = [
     "crop_settings_ui",
     "channel_view_ui",
     "focus_box_ui",
+    "detail_kind_ui",
+    "show_details_ui",
+    "box_offer_ui",
     "show_notes",
+    "notes_box",
+    "fix_block",
+    "CHANNEL_LABELS",
 ]
 
 WEIGHT_MODES = ("auto", "none", "path")
@@ -79,7 +85,8 @@ def sample_ui(names: Sequence[str]) -> str:
     )
     st.caption(f"Licence: {loaders.sample_info(name).licence}")
     if st.session_state[K.IMAGE_SAMPLE] != name:
-        st.button("Use this sample", key="use_sample", on_click=state.load_sample_into_state, args=(name,))
+        st.button("Use this sample", key="use_sample", on_click=guard.callback(state.load_sample_into_state),
+                  args=(name,))
     return name
 
 
@@ -102,6 +109,11 @@ def summary_kind_ui() -> str:
     return st.selectbox("Feature summary", SUMMARY_KINDS, **bind(K.SUMMARY))
 
 
+def _backbone_changed() -> None:
+    """A new backbone starts at its own default stage (resnet50_fpn: P4, not the C4 a ResNet left)."""
+    st.session_state[K.STAGE] = loaders.stage_info(st.session_state[K.BACKBONE])["default_stage"]
+
+
 def current_backbone() -> BackboneChoice:
     """The backbone chosen on the Image & backbone page, read from session state (draws nothing)."""
     ss = st.session_state
@@ -115,7 +127,7 @@ def backbone_ui() -> BackboneChoice:
 
     _ensure_option(K.BACKBONE, BACKBONES, "resnet50" if "resnet50" in BACKBONES else BACKBONES[0])
     cols = st.columns(4)
-    name = cols[0].selectbox("Backbone", BACKBONES, **bind(K.BACKBONE))
+    name = cols[0].selectbox("Backbone", BACKBONES, **bind(K.BACKBONE, then=_backbone_changed))
     info = loaders.stage_info(name)
     _ensure_option(K.STAGE, info["stages"], info["default_stage"])
     stage = cols[1].selectbox(
@@ -123,8 +135,8 @@ def backbone_ui() -> BackboneChoice:
         format_func=lambda s: f"{s} (stride {info['strides'][s]}, {info['channels'].get(s, '?')} ch)",
     )
     devices = loaders.available_devices()
-    _ensure_option(K.DEVICE, devices, devices[0])
-    device = cols[2].selectbox("Device", devices, **bind(K.DEVICE))
+    _ensure_option(K.DEVICE, devices, state.default_device())
+    device = cols[2].selectbox("Device", devices, **bind(K.DEVICE), help="CUDA when this machine has a GPU")
     _ensure_option(K.WEIGHTS, WEIGHT_MODES, "auto")
     mode = cols[3].selectbox("Weights", WEIGHT_MODES, format_func=WEIGHT_LABELS.get, **bind(K.WEIGHTS))
     weights = mode
@@ -150,44 +162,101 @@ def box_format_ui() -> tuple[str, str]:
     return fmt, space
 
 
-def crop_settings_ui() -> CropSettings:
-    """Output size, sampling ratio and aligned: the settings of the *correct* call."""
-    cols = st.columns(3)
+def crop_settings_ui(cols: Sequence = ()) -> CropSettings:
+    """Output size, sampling ratio and aligned: the settings of *your* call (the reference)."""
+    cols = list(cols) or st.columns(3)
     output_size = cols[0].slider("Output size (PH = PW)", 2, 28, **bind(K.OUTPUT_SIZE))
     sampling_ratio = cols[1].slider("Sampling ratio (0 = adaptive)", 0, 4, **bind(K.SAMPLING_RATIO))
-    aligned = cols[2].toggle("aligned=True (half-pixel offset)", **bind(K.ALIGNED))
+    aligned = cols[2].toggle("aligned=True", **bind(K.ALIGNED),
+                             help="the half-pixel offset (torchvision's aligned=True); off: legacy aligned=False")
     return CropSettings(int(output_size), int(sampling_ratio), bool(aligned))
 
 
-def channel_view_ui(channels: int) -> tuple[str, int]:
+CHANNEL_LABELS = {"mean": "mean over C", "max": "max over C", "index": "one channel", "pca": "PCA (1st)"}
+
+
+def channel_view_ui(channels: int, col=None) -> tuple[str, int]:
     """How to show a [C, PH, PW] crop as one map: mean / max / one channel / first PCA component."""
+    col = col or st
     _ensure_option(K.CHANNEL_VIEW, CHANNEL_VIEWS, "mean")
-    cols = st.columns([2, 1])
-    view = cols[0].segmented_control(
-        "Channel view", CHANNEL_VIEWS, **bind(K.CHANNEL_VIEW),
-        format_func={"mean": "mean over C", "max": "max over C", "index": "one channel", "pca": "PCA (1st)"}.get,
-    )
+    view = col.segmented_control("Channel view", CHANNEL_VIEWS, **bind(K.CHANNEL_VIEW), format_func=CHANNEL_LABELS.get)
     view = view or "mean"
     index = 0
     if view == "index":
         if int(st.session_state.get(K.CHANNEL_INDEX, 0) or 0) >= channels:
             st.session_state[K.CHANNEL_INDEX] = 0
-        index = int(cols[1].number_input("Channel", 0, max(channels - 1, 0), step=1, **bind(K.CHANNEL_INDEX)))
+        index = int(col.number_input(f"Channel (0..{channels - 1})", 0, max(channels - 1, 0), step=1,
+                                     **bind(K.CHANNEL_INDEX)))
     return view, index
 
 
-def focus_box_ui(labels: Sequence[str]) -> int:
-    """Which box the crops show (crops are computed for one box at a time)."""
+PILL_BOXES = 12  # up to this many boxes, the box shown is one click on its number (no list to open)
+
+
+def focus_box_ui(labels: Sequence[str], col=None) -> int:
+    """Which box the overview shows: pills numbered like the boxes on the image (one click), or a list when
+    there are more than ``PILL_BOXES``. Labels are the numbers (and the box's label in the list)."""
+    col = col or st
     n = len(labels)
-    if int(st.session_state.get(K.FOCUS_BOX, 0) or 0) >= n:
+    if not 0 <= int(st.session_state.get(K.FOCUS_BOX, 0) or 0) < n:
         st.session_state[K.FOCUS_BOX] = 0
-    return int(
-        st.selectbox("Box shown in the crops", list(range(n)), format_func=lambda i: f"{i + 1}: {labels[i]}",
-                     **bind(K.FOCUS_BOX))
-    )
+    if n <= PILL_BOXES:
+        value = col.pills("Box shown", list(range(n)), format_func=lambda i: str(i + 1), required=True,
+                          **bind(K.FOCUS_BOX, kind="pills"),
+                          help="the numbers of the boxes on the image; drag on the image to add one")
+    else:
+        value = col.selectbox("Box shown", list(range(n)), format_func=lambda i: f"{i + 1}: {labels[i]}",
+                              **bind(K.FOCUS_BOX, kind="list"))
+    return int(value if value is not None else st.session_state[K.FOCUS_BOX])
 
 
-def show_notes(notes: Sequence[boxtable.Note]) -> None:
+def detail_kind_ui(col=None) -> str:
+    """The variant whose details are drawn; labels are the fixed titles (they never change with a setting)."""
+    from roi_lab.geometry import VARIANT_TITLES, VariantKind
+
+    col = col or st
+    kinds = [k.value for k in VariantKind]
+    _ensure_option(K.DETAIL_KIND, kinds, VariantKind.IMAGE_SPACE_BOXES.value)
+    titles = {k.value: t for k, t in VARIANT_TITLES.items()}
+    return col.selectbox("Details for", kinds, format_func=titles.__getitem__, **bind(K.DETAIL_KIND))
+
+
+def show_details_ui(col=None) -> bool:
+    """On demand: the details figure is one more chart for the browser to draw on every change."""
+    col = col or st
+    return bool(col.toggle("Details of one variant: feature map, samples, RGB read-out, difference",
+                           **bind(K.SHOW_DETAILS)))
+
+
+def box_offer_ui() -> None:
+    """The button that takes the boxes a new image brought, when the table held the user's own."""
+    offer = st.session_state.get(K.BOX_OFFER)
+    if offer:
+        st.button(offer["label"], key="accept_box_offer", on_click=guard.callback(state.accept_offer))
+
+
+def show_notes(notes: Sequence[boxtable.Note], where=None) -> None:
     """Render (level, message) notes as st.error / st.warning / st.info."""
+    where = where or st
     for level, message in notes:
-        {"error": st.error, "warning": st.warning}.get(level, st.info)(message)
+        {"error": where.error, "warning": where.warning}.get(level, where.info)(message)
+
+
+def notes_box(notes: Sequence[boxtable.Note], height: int = 150) -> None:
+    """Notes in a box of fixed height (scrolls inside): what is above and below never moves as notes come and go."""
+    box = st.container(height=height, border=True, key="notes_box")
+    if notes:
+        show_notes(notes, box)
+    else:
+        box.caption("Notes about your last change appear here.")
+
+
+def fix_block(fix: str, label: str = "Fix") -> None:
+    """A fix: code as wrapped, highlighted Python; a sentence as plain text (never highlighted as code)."""
+    from roi_lab.ui.views import looks_like_code
+
+    st.caption(label)
+    if looks_like_code(fix):
+        st.code(fix, language="python", wrap_lines=True)
+    else:
+        st.text(fix)

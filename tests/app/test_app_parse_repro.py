@@ -75,8 +75,12 @@ def test_rois_text_round_trips_through_the_parser():
 def test_reproduce_runs_both_ops_on_a_valid_input_and_matches_torchvision_shapes():
     outcomes = repro.reproduce([[0, 10, 10, 50, 60]], op="roi_align", feature_shape=(1, 256, 8, 8),
                                spatial_scale=1 / 16)
-    assert [(o.impl, o.status) for o in outcomes] == [("torchvision.ops.roi_align", "ok"), ("roi_lab.roi_align", "ok")]
+    assert [(o.impl, o.status) for o in outcomes] == [("torchvision.ops.roi_align", "ran"),
+                                                      ("roi_lab.roi_align", "ran")]
     assert outcomes[0].detail == outcomes[1].detail == "returned Tensor[1, 16, 7, 7] float32"  # channels capped
+    # the box [10, 10, 50, 60] at 1/16 lies inside the 8 x 8 map: nothing off the map, no zero bins
+    assert [(o.outside, o.zero_bins, o.max_diff) for o in outcomes] == [(0.0, 0.0, None)] * 2
+    assert not any(o.suspicious for o in outcomes)
 
 
 def test_reproduce_shows_the_real_exceptions():
@@ -111,8 +115,48 @@ def test_reproduce_never_hands_torchvision_out_of_bounds_input(values, reason, m
 def test_reproduce_crop_and_resize_and_setup_errors():
     tf, ours = repro.reproduce([[0.1, 0.1, 0.5, 0.5]], op="crop_and_resize", feature_shape=(1, 4, 8, 8))
     assert tf.status == "refused" and "TensorFlow is not a dependency" in tf.detail
-    assert ours.status == "ok" and ours.detail == "returned Tensor[1, 4, 7, 7] float32"
+    assert ours.status == "ran" and ours.detail == "returned Tensor[1, 4, 7, 7] float32"
     (setup,) = repro.reproduce([[1, 2], [3]], op="roi_align", feature_shape=(1, 4, 8, 8))
     assert setup.status == "refused" and setup.detail.startswith("the boxes are not a rectangular list of numbers")
     (setup,) = repro.reproduce([[0, 1, 2, 3, 4]], op="roi_align", feature_shape=(64, 1024, 4000, 4000))
     assert setup.detail == "feature shape (64, 1024, 4000, 4000) is empty or too large for this panel"
+
+
+# ----------------------------------------------------------------------------- what the ops read (finding 2)
+def test_reproduce_says_what_image_space_boxes_really_read():
+    """Image-space boxes with spatial_scale=1 on a stride-16 map run without an error: the outcome must say that
+    most samples fall off the map, that bins are all zeros, and how far the crops are from the correct call."""
+    rois = [[0, 60, 50, 180, 170], [0, 268, 48, 393, 173]]  # px of a 450 x 600 image; map 29 x 38 (stride 16)
+    tv, ours = repro.reproduce(rois, op="roi_align", feature_shape=(1, 8, 29, 38), image_size=(450, 600),
+                               error_codes={"IMAGE_SPACE_BOXES"})
+    for o in (tv, ours):
+        assert o.status == "ran" and o.suspicious
+        # by hand: box 1 spans x 60..180 on a 38-cell map at scale 1; its samples with x > 38 (one cell of
+        # slack) are off: both boxes read mostly zeros
+        assert o.outside > 0.7 and o.zero_bins > 0.7
+        assert o.max_diff > 0.1  # the correct call (spatial_scale = 1/16) reads real features there
+        assert o.read.startswith(f"{o.outside:.0%} of its samples fall off the map; {o.zero_bins:.0%} of the output "
+                                 "bins are all zeros; max |difference| to the correctly configured call = ")
+
+
+def test_corrected_call_applies_the_diagnosers_fixes():
+    boxes = torch.tensor([[0.1, 0.2, 0.5, 0.6]])  # normalized (x1, y1, x2, y2) passed as pixels
+    ref = repro.corrected_call(boxes, {"MISSING_BATCH_INDEX", "NORMALIZED_AS_PIXELS"}, op="roi_align",
+                               image_size=(400, 500), feature_shape=(1, 4, 25, 32), spatial_scale=1 / 16)
+    torch.testing.assert_close(ref.boxes, torch.tensor([[0.0, 50.0, 80.0, 250.0, 240.0]]))
+    assert ref.spatial_scale == 1 / 16 and ref.changes == "batch index 0 added, times the image size (500 x 400), " \
+        "spatial_scale = 1/16"
+    # crop_and_resize: pixel (y1, x1, y2, x2) boxes get the exact normalization of the stride-16 map
+    from roi_lab.geometry import tf_boxes_for_feature_map
+
+    px = torch.tensor([[40.0, 24.0, 200.0, 184.0]])
+    ref = repro.corrected_call(px, {"PIXELS_AS_NORMALIZED"}, op="crop_and_resize", image_size=(400, 512),
+                               feature_shape=(1, 4, 25, 32), spatial_scale=None)
+    torch.testing.assert_close(ref.boxes, tf_boxes_for_feature_map(px[:, [1, 0, 3, 2]], (25, 32), 16))
+    # no mechanical fix for some codes: then there is nothing to compare with
+    assert repro.corrected_call(boxes, {"NON_FINITE"}, op="roi_align", image_size=(400, 500),
+                                feature_shape=(1, 4, 25, 32), spatial_scale=None) is None
+    # the correct call run as the reference gives a zero difference
+    tv, ours = repro.reproduce([[0, 64, 48, 192, 160]], op="roi_align", feature_shape=(1, 4, 25, 32),
+                               spatial_scale=1 / 16, image_size=(400, 512), error_codes=set())
+    assert ours.max_diff == 0.0 and not ours.suspicious  # the same call: exact by construction

@@ -4,21 +4,20 @@ import streamlit as st
 
 from roi_lab.errors import RoiLabError
 from roi_lab.geometry import feature_geometry
-from roi_lab.ui import boxtable, figures, loaders, state, widgets
+from roi_lab.ui import figures, loaders, source, state, widgets
 from roi_lab.ui.state import K
 from roi_lab.ui.views import intended_feature
 
 ss = st.session_state
 st.title("Image & backbone")
 st.caption(
-    "The image and the feature map every other page uses. Boxes are kept in pixels of the image as the "
-    "model sees it (resized so its longer side is at most "
-    f"{ss[K.MAX_SIDE]} px)."
+    "The image and the feature map every other page uses. The model sees the image resized so its longer "
+    f"side is at most {ss[K.MAX_SIDE]} px; boxes stay in your image's own pixels and are scaled with it."
 )
 
 # ----------------------------------------------------------------------------- image
-source = widgets.source_ui()
-if source == "sample":
+source_kind = widgets.source_ui()
+if source_kind == "sample":
     names = loaders.sample_names()
     if names:
         widgets.sample_ui(names)
@@ -32,24 +31,23 @@ else:
 if ss[K.IMAGE_ERROR]:
     kept = f" The current image ({ss[K.IMAGE_NAME]}) is kept." if ss[K.IMAGE_BYTES] is not None else ""
     st.error(f"That upload was refused.{kept}\n\n{ss[K.IMAGE_ERROR]}")
+if ss[K.IMAGE_NOTE]:  # what the new image did to the box table: never a silent replacement
+    st.info(ss[K.IMAGE_NOTE])
+widgets.box_offer_ui()
 
-if not state.image_ready():
+src = source.current()
+if src is None:
     st.info("Pick a sample or upload an image to start.")
     st.stop()
-
-working = loaders.working_image(ss[K.IMAGE_HASH], ss[K.MAX_SIDE], ss[K.IMAGE_BYTES])
+working = src.working()
 h, w = working.size
 
 # ----------------------------------------------------------------------------- backbone
 st.subheader("Backbone")
 choice = widgets.backbone_ui()
+src = source.current()  # with the choice just made
 try:
-    with st.spinner(f"Loading {choice.name} on {choice.device}..."):
-        loaders.backbone(choice.name, choice.weights, choice.device)
-    with st.spinner(f"Forward pass to {choice.stage}..."):
-        result = loaders.features(
-            ss[K.IMAGE_HASH], ss[K.MAX_SIDE], choice.name, choice.weights, choice.device, choice.stage, working.image
-        )
+    result = src.features()
 except RoiLabError as e:
     st.error(str(e))
     st.stop()
@@ -64,7 +62,7 @@ n, c, fh, fw = result.features.shape
 top, bottom = st.columns(3), st.columns(3)
 top[0].metric("Feature map", f"[{n}, {c}, {fh}, {fw}]", help="N, C, h, w")
 top[1].metric("Forward pass", f"{result.forward_ms:.0f} ms", help="the first pass for this image and stage")
-top[2].metric("Device", result.device)
+top[2].metric("Device", result.device, help="where the forward pass ran (CUDA when present, by default)")
 bottom[0].metric("Nominal stride", f"{geo.nominal_stride[1]:g}", help="the spacing of the cells in image px")
 bottom[1].metric(
     "Effective stride (y, x)", f"{geo.effective_stride[0]:.3f}, {geo.effective_stride[1]:.3f}",
@@ -92,10 +90,8 @@ with left:
     st.image(working.image, caption=f"{ss[K.IMAGE_NAME]}: {w} x {h} px{resized}")
 with right:
     kind = widgets.summary_kind_ui()
-    feature_key = (ss[K.IMAGE_HASH], ss[K.MAX_SIDE], choice.name, choice.weights, choice.device, choice.stage)
-    summary = loaders.summary(feature_key, kind, result.features)
-    boxes_image, _, _ = boxtable.usable_boxes(ss[K.BOXES], (h, w))
-    boxes_feature = intended_feature(boxes_image, result.nominal_stride)
+    summary = loaders.summary(src.feature_key, kind, result.features)
+    boxes_feature = intended_feature(source.boxes_for_model(working).model, result.nominal_stride)
     fig = figures.feature_map_figure(
         summary, boxes_feature, boxes_feature, focus=None, title=f"{choice.stage} ({kind}), boxes in feature cells",
         height=420,

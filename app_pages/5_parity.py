@@ -4,7 +4,7 @@ import streamlit as st
 import torch
 
 from roi_lab.errors import RoiLabError
-from roi_lab.ui import boxtable, loaders, parity, state, widgets
+from roi_lab.ui import loaders, parity, source
 from roi_lab.ui.state import K
 
 ss = st.session_state
@@ -13,8 +13,10 @@ RESULTS = "parity_results"
 st.title("Parity & speed")
 st.caption(
     "roi_lab.roi_align reimplements torchvision.ops.roi_align in vectorised PyTorch. This page runs both on the "
-    "same input on the chosen device and reports the largest absolute difference and the median wall time of "
-    "a few repeats (time.perf_counter, after a warm-up; CUDA synchronised). Timings on a shared machine are noisy."
+    "same input on the chosen device and reports the largest absolute difference, pass or FAIL against the "
+    f"tolerance {parity.TOLERANCE_REL:g} x max(1, max |torchvision's output|) (float32 rounding), and the median "
+    "wall time of a few repeats (time.perf_counter, after a warm-up; CUDA synchronised). The time ratio is "
+    "roi_lab / torchvision: below 1, roi_lab is faster. Timings on a shared machine are noisy."
 )
 devices = loaders.available_devices()
 c1, c2 = st.columns(2)
@@ -25,14 +27,13 @@ repeats = c2.slider("Repeats", 1, 20, 5, key="parity_repeats")
 if st.button("Run the comparison", key="parity_run", type="primary"):
     rows, problems = [], []
     dev = torch.device(device)
-    with st.spinner("Running both implementations..."):
-        if state.image_ready():
-            working = loaders.working_image(ss[K.IMAGE_HASH], ss[K.MAX_SIDE], ss[K.IMAGE_BYTES])
-            boxes_image, _, _ = boxtable.usable_boxes(ss[K.BOXES], working.size)
-            choice = widgets.current_backbone()
+    with st.spinner("Running both implementations..."), loaders.all_threads():
+        src = source.current()
+        if src is not None:
+            boxes_image = source.boxes_for_model(src.working()).model
+            choice = src.backbone
             try:
-                result = loaders.features(ss[K.IMAGE_HASH], ss[K.MAX_SIDE], choice.name, choice.weights,
-                                          choice.device, choice.stage, working.image)
+                result = src.features()
             except RoiLabError as e:
                 problems.append(f"Current features unavailable: {e}")
             else:
@@ -54,6 +55,9 @@ if RESULTS in ss:
     for message in ss[RESULTS]["problems"]:
         st.warning(message)
     st.dataframe(ss[RESULTS]["rows"], key="parity_table", hide_index=True,
-                 column_config={"max abs error": st.column_config.NumberColumn(format="%.2e")})
+                 column_config={"max abs error": st.column_config.NumberColumn(format="%.2e"),
+                                "tolerance": st.column_config.NumberColumn(format="%.1e"),
+                                parity.RATIO: st.column_config.NumberColumn(
+                                    help="roi_lab's median time / torchvision's: below 1, roi_lab is faster")})
 else:
     st.info("Press the button to run both implementations on the current boxes and a few small cases.")

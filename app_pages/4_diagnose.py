@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from roi_lab.ui import boxtable, loaders, state, views
+from roi_lab.ui import loaders, source, views, widgets
 from roi_lab.ui.parse import BoxTextError, parse_boxes_text
 from roi_lab.ui.repro import reproduce
 from roi_lab.ui.state import K
@@ -22,17 +22,18 @@ st.caption(
 # defaults from the current image, when there is one
 default_image, default_features = "450, 600", "1, 1024, 29, 38"
 example_boxes = EXAMPLE_BOXES
-if state.image_ready():
-    working = loaders.working_image(ss[K.IMAGE_HASH], ss[K.MAX_SIDE], ss[K.IMAGE_BYTES])
+src = source.current()
+if src is not None:
+    working = src.working()
     h, w = working.size
     info = loaders.stage_info(ss[K.BACKBONE])
     stage = ss[K.STAGE] if ss[K.STAGE] in info["stages"] else info["default_stage"]
     s = info["strides"][stage]
     default_image = f"{h}, {w}"
     default_features = f"1, {info['channels'].get(stage, 256)}, {-(-h // s)}, {-(-w // s)}"
-    boxes_image, _, _ = boxtable.usable_boxes(ss[K.BOXES], (h, w))
-    if len(boxes_image):
-        example_boxes = views.rois_text(boxes_image)
+    boxes_model = source.boxes_for_model(working).model  # the model input's pixels: what the op's tensor sees
+    if len(boxes_model):
+        example_boxes = views.rois_text(boxes_model)
 
 tab_boxes, tab_error = st.tabs(["Boxes", "Error message"])
 with tab_boxes:
@@ -81,28 +82,37 @@ with tab_boxes:
             with st.container(border=True):
                 SEVERITY.get(f.severity, st.info)(f"**{f.code}** ({f.severity}): {f.message}")
                 if f.evidence:
-                    st.caption(f"Evidence: {f.evidence}")
+                    st.caption("Evidence")
+                    st.text(f.evidence)
                 if f.fix:
-                    st.code(f.fix, language="python")
+                    widgets.fix_block(f.fix)
+        error_codes = {f.code for f in findings if f.severity == "error"}
 
         st.subheader("Reproduce")
         st.caption(
             "Runs torchvision.ops.roi_align and roi_lab on these boxes, on a random feature map of this shape "
-            "(at most 16 channels), and shows what each really does. torchvision is not called on input that "
-            "makes it read out of bounds (NaN / inf boxes, a batch index outside the batch)."
+            "(at most 16 channels), and shows what each really read: the share of its samples that fall off the "
+            "map, the share of all-zero output bins and, when the diagnoser found errors, the largest difference "
+            "to the correctly configured call (the same boxes with its fixes applied). torchvision is not called "
+            "on input that makes it read out of bounds (NaN / inf boxes, a batch index outside the batch)."
         )
         if st.button("Run the ops on this input", key="diag_reproduce"):
             outcomes = reproduce(parsed["values"], op=op, feature_shape=feature_shape, spatial_scale=spatial_scale,
-                                 dtype=parsed.get("dtype"))
+                                 dtype=parsed.get("dtype"), image_size=image_size,
+                                 error_codes=error_codes or None)
             for o in outcomes:
                 with st.container(border=True):
                     st.markdown(f"**{o.impl}**: {o.status}")
                     if o.status == "raised":
-                        st.code(o.detail, language="text")
+                        st.code(o.detail, language="text", wrap_lines=True)
                     elif o.status == "refused":
                         st.warning(o.detail)
+                    elif error_codes or o.suspicious:
+                        st.warning(f"Ran without an error, but on this input it reads the wrong thing: {o.detail}; "
+                                   f"{o.read or 'see the findings above'}. "
+                                   + (f"Findings: {', '.join(sorted(error_codes))}." if error_codes else ""))
                     else:
-                        st.success(o.detail)
+                        st.success(f"{o.detail}; {o.read}." if o.read else o.detail)
 
 with tab_error:
     error_text = st.text_area("Error message or traceback", "", height=180, key="diag_error",
@@ -115,5 +125,6 @@ with tab_error:
             st.info("No known ROIAlign / CropAndResize error pattern matched this text.")
         else:
             st.error(f"**{explanation.code}** ({explanation.framework}): {explanation.cause}")
-            st.caption(f"Matched: {explanation.matched}")
-            st.code(explanation.fix, language="python")
+            st.caption("Matched")
+            st.code(explanation.matched, language="text", wrap_lines=True)  # verbatim: no Markdown
+            widgets.fix_block(explanation.fix)
