@@ -35,6 +35,7 @@ copy of the whole map) and the bags of one chunk of boxes (at most ``_GEOMETRY_E
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -153,7 +154,7 @@ def _bags(index: Tensor, weight: Tensor, valid: Tensor):
     offsets = torch.zeros(index.shape[0] + 1, dtype=torch.long, device=index.device)
     torch.cumsum(valid.sum(1), 0, out=offsets[1:])
     keep = valid.reshape(-1).nonzero()[:, 0]  # host sync: how many entries remain
-    return index.reshape(-1)[keep], weight.reshape(-1)[keep], offsets
+    return index.reshape(-1).index_select(0, keep), weight.reshape(-1).index_select(0, keep), offsets
 
 
 def _embedding_bag(table: Tensor, index: Tensor, offsets: Tensor, weight: Tensor) -> Tensor:
@@ -205,21 +206,23 @@ class _Chunk:
         # sub-chunks: boxes whose stage-1 rows and outputs fit the cache budget
         first = _cuts(n_rows + uy * ux, plan.rows_budget)  # [S] first box of each sub-chunk
         sub = torch.zeros(k, dtype=torch.long, device=device)
-        sub[first] = 1
-        local_start = row_start - row_start[first][sub.cumsum(0) - 1]  # [k] first row within its sub-chunk
+        sub.index_fill_(0, first, 1)
+        sub_start = row_start.index_select(0, first).index_select(0, sub.cumsum(0) - 1)  # [k]
+        local_start = row_start - sub_start  # [k] first row within its sub-chunk
         bounds = torch.cat([first, first.new_tensor([k])])  # [S + 1]
-        row_bounds = torch.cat([row_start, row_end[-1:]])[bounds]  # [S + 1]
+        row_bounds = torch.cat([row_start, row_end[-1:]]).index_select(0, bounds)  # [S + 1]
         self.rows = rows = int(row_end[-1])  # host sync: the size of the stage-1 table
         # stage 1: row r -> (box kr, y unit u, column s); its bag is the unit's y taps at that column
         kr = torch.repeat_interleave(torch.arange(k, device=device), n_rows, output_size=rows)  # [R]
-        local = torch.arange(rows, device=device) - row_start[kr]  # [R]
-        width = columns[kr]  # [R]
+        local = torch.arange(rows, device=device) - row_start.index_select(0, kr)  # [R]
+        width = columns.index_select(0, kr)  # [R]
         u = torch.div(local, width, rounding_mode="floor")  # [R]
         s = local - u * width  # [R]
         tap_column = xi.view(-1).index_select(0, kr * t + s.clamp_max(t - 1))  # [R] (taps mode)
-        column = torch.where(taps_mode[kr], tap_column, lo[kr] + s)  # [R] feature column
+        column = torch.where(taps_mode.index_select(0, kr), tap_column, lo.index_select(0, kr) + s)  # [R] feature col
         unit = kr * uy + u  # [R]
-        pixel = ((plan.batch[k0:k1][kr] * h)[:, None] + yi.view(-1, ty).index_select(0, unit)) * w + column[:, None]
+        image_row = plan.batch[k0:k1].index_select(0, kr) * h  # [R]
+        pixel = (image_row[:, None] + yi.view(-1, ty).index_select(0, unit)) * w + column[:, None]  # [R, Ty]
         self.pixel, self.weight, self.offsets = _bags(
             pixel, yw.view(-1, ty).index_select(0, unit), yv.view(-1, ty).index_select(0, unit)
         )  # [E1], [E1], [R + 1]
@@ -234,7 +237,9 @@ class _Chunk:
         self._transposed = None
         # per sub-chunk: views of the entries, offsets rebased to them (one host sync for all bounds)
         out_bounds = bounds * (uy * ux)
-        limits = torch.stack([bounds, row_bounds, self.offsets[row_bounds], self.row_offsets[out_bounds]])
+        limits = torch.stack(
+            [bounds, row_bounds, self.offsets.index_select(0, row_bounds), self.row_offsets.index_select(0, out_bounds)]
+        )
         self.subs = []
         for (a, r0, e0, f0), (b, r1, e1, f1) in _pairs(limits.T.tolist()):
             stage1 = (self.pixel[e0:e1], self.offsets[r0 : r1 + 1] - e0, self.weight[e0:e1])
@@ -480,6 +485,26 @@ def _backward(grad_out: Tensor, plan: _Plan, dtype: torch.dtype, channels_last: 
     return grad_in
 
 
+@contextlib.contextmanager
+def _one_thread(device: torch.device):
+    """Run the kernel on one intra-op thread on the CPU (the caller's count is restored after).
+
+    A call is a few hundred small ops (planning) and a few gathers whose work per op is small: with
+    two or more threads each op ends on a barrier, and when another process keeps a core busy a
+    descheduled thread makes every barrier wait a scheduler time slice, which cost 5-20x per call.
+    One thread is also torchvision's CPU kernel's (it is serial), so timings compare like for like.
+    """
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def is_channels_last(input: Tensor) -> bool:
     """Whether ``input`` is channels_last (and not also contiguous): its gradient then is too."""
     return input.is_contiguous(memory_format=torch.channels_last) and not input.is_contiguous()
@@ -506,10 +531,11 @@ def roi_align_forward(
     Returns:
         Tensor[K, C, PH, PW]: contiguous, in ``input.dtype``.
     """
-    plan = _Plan(
-        input.shape, input.dtype, input.device, batch, boxes, pooled, spatial_scale, sampling_ratio, aligned, mode
-    )
-    return _forward(input, plan)
+    with _one_thread(input.device):
+        plan = _Plan(
+            input.shape, input.dtype, input.device, batch, boxes, pooled, spatial_scale, sampling_ratio, aligned, mode
+        )
+        return _forward(input, plan)
 
 
 def roi_align_backward(
@@ -538,7 +564,8 @@ def roi_align_backward(
         Tensor[N, C, H, W] in ``grad_out.dtype``.
     """
     dtype, device = grad_out.dtype, grad_out.device
-    plan = _Plan(input_shape, dtype, device, batch, boxes, pooled, spatial_scale, sampling_ratio, aligned, mode)
-    if mode == "max":
-        _forward(input, plan)  # sets plan.argmax
-    return _backward(grad_out, plan, dtype, channels_last)
+    with _one_thread(device):
+        plan = _Plan(input_shape, dtype, device, batch, boxes, pooled, spatial_scale, sampling_ratio, aligned, mode)
+        if mode == "max":
+            _forward(input, plan)  # sets plan.argmax
+        return _backward(grad_out, plan, dtype, channels_last)
