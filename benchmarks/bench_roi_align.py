@@ -6,6 +6,8 @@ Usage::
     python benchmarks/bench_roi_align.py            # all cases, table + benchmarks/results/roi_align.json
     python benchmarks/bench_roi_align.py --quick    # smoke run: fewer repeats, no tv_python, no memory
     python benchmarks/bench_roi_align.py --device cuda --cases fpn_p3 backward
+    python benchmarks/bench_roi_align.py --threads 1     # one thread each (torchvision's kernel is serial)
+    python benchmarks/bench_roi_align.py --contention    # a busy process on one core during the timings
 
 Method: every case builds one set of inputs (fixed seed) shared by all implementations; after a
 warm-up call each, the implementations run interleaved (A B C A B C ...) and the table reports the
@@ -19,7 +21,10 @@ measured call from pages the warm-up left resident. onnxruntime keeps its own ar
 warm-up, so its number shows only what one more call adds. On CUDA it is
 ``torch.cuda.max_memory_allocated()`` after ``reset_peak_memory_stats()`` minus the memory held
 before the call. ``cpu ms`` is the process CPU time per call (all threads), a steadier number than
-wall-clock time when other processes share the machine.
+wall-clock time when other processes share the machine. ``--threads T`` sets torch's thread count
+(and onnxruntime's intra-op threads) for every implementation; ``--contention`` starts one
+spinning process pinned to the last core before the timings and stops it after them, to show what
+a busy core costs each implementation (the memory runs are not under contention).
 """
 
 from __future__ import annotations
@@ -55,6 +60,10 @@ CASES: dict[str, dict] = {
     "backward": dict(
         n=2, c=256, h=100, w=152, stride=8, k=512, lo=8, hi=208, out=7, ratio=2, aligned=True, backward=True
     ),
+    # large boxes on a small, coarse map (FPN's P5): many boxes read the same few pixels
+    "p5_many": dict(n=2, c=256, h=25, w=38, stride=32, k=1000, lo=32, hi=800, out=7, ratio=2, aligned=False),
+    # the app's calls (Parity page): a fixed cost per call shows here, not in the large cases
+    "small_call": dict(n=1, c=16, h=64, w=64, stride=1, k=8, lo=4, hi=48, out=14, ratio=2, aligned=True),
 }
 IMPLS = ("roi_lab", "tv_kernel", "tv_python", "onnxruntime")
 
@@ -92,7 +101,7 @@ def build(impl: str, case: dict, x, rois, grad):
     if impl == "onnxruntime":
         if backward or x.device.type != "cpu":
             return None
-        return _build_onnxruntime(case, x, rois)
+        return _build_onnxruntime(case, x, rois, torch.get_num_threads())
     if impl == "roi_lab":
 
         def forward(t):
@@ -125,7 +134,7 @@ def build(impl: str, case: dict, x, rois, grad):
     return step
 
 
-def _build_onnxruntime(case: dict, x, rois):
+def _build_onnxruntime(case: dict, x, rois, threads: int | None = None):
     try:
         import onnx
         import onnxruntime as ort
@@ -157,7 +166,7 @@ def _build_onnxruntime(case: dict, x, rois):
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 16)])
     options = ort.SessionOptions()
-    options.intra_op_num_threads = 2
+    options.intra_op_num_threads = threads or 2
     options.inter_op_num_threads = 1
     # no spin-waiting after a run: spinning threads would steal the CPU from the next implementation
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -169,6 +178,29 @@ def _build_onnxruntime(case: dict, x, rois):
     }
     onnx.checker.check_model(model)
     return lambda: torch.from_numpy(session.run(None, feed)[0])
+
+
+_SPIN = "import os, sys\nos.sched_setaffinity(0, {int(sys.argv[1])})\nwhile True:\n    pass\n"
+
+
+class Contention:
+    """A context that keeps one core busy: a spinning Python process pinned to the last CPU."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.process: subprocess.Popen | None = None
+
+    def __enter__(self) -> Contention:
+        if self.enabled:
+            core = max(os.sched_getaffinity(0))
+            self.process = subprocess.Popen([sys.executable, "-c", _SPIN, str(core)])
+            time.sleep(0.2)  # let it start spinning
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
 
 
 def _sync(device: str) -> None:
@@ -314,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=None, help="timed calls per implementation (default 9)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--contention", action="store_true", help="keep one core busy during the timings")
     parser.add_argument("--quick", action="store_true", help="3 repeats, no tv_python, no memory")
     parser.add_argument("--no-memory", action="store_true", help="skip the per-process memory measurement")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output path")
@@ -335,7 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     memory = not (args.quick or args.no_memory)
     results = {}
     for name in args.cases:
-        results[name] = time_case(name, impls, repeats, args.device)
+        with Contention(args.contention):
+            results[name] = time_case(name, impls, repeats, args.device)
         if memory:
             for impl in impls:
                 if "median_ms" in results[name].get(impl, {}):
@@ -351,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "repeats": repeats,
+        "contention": "one spinning process pinned to the last core during the timings" if args.contention else None,
         "load_average": os.getloadavg(),
         "memory_method": "fresh subprocess per case/impl, glibc mmap threshold 64 KiB and no trim threshold; "
         "VmHWM after one call (clear_refs reset) minus VmRSS before it (CPU)",

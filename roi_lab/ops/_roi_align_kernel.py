@@ -1,27 +1,41 @@
 """ROIAlign in pure PyTorch with the semantics of torchvision's compiled kernel (and mmcv's max mode).
 
-The average over a bin's sample grid is separable in y and x, and the out-of-range zeroing is per
-coordinate, so one box's output is ``Ay @ F @ Ax^T`` with small interpolation matrices ``Ay`` [PH, R]
-and ``Ax`` [PW, S]. ``R`` and ``S`` are the distinct feature rows and columns the box's bilinear taps
-touch: the box's window for a small box, the sampled rows only for a large one. The kernel gathers
-those rows x columns of a channels-last copy of the map for a bucket of similar-sized boxes and runs
-two batched matmuls; buckets are sized so that no intermediate exceeds a fixed element budget.
+A bin's value is a sum of bilinear taps, ``sum w_y * w_x * F[y, x]``, and both the weights and the
+out-of-range test of a sample factor into a y part and an x part. The kernel uses that in two stages,
+each one ``torch.embedding_bag`` call (mode sum, per-sample weights: a weighted sum of gathered rows)
+over a channels-last block of the map, so every sum runs over contiguous channel vectors:
 
-This module is the private numeric kernel: no validation, no autograd, no registration. Its inputs
-are already checked (``roi_lab.ops.roi_align`` does that, in the registered op), and it exposes
-three functions to the registration layer:
+- stage 1, rows: for every box, every y *unit* (a bin in avg mode, one row of samples in max mode) and
+  every *column* the box's x taps read, the y-interpolated value ``sum_iy,t w_y * F[y_t, column]``
+  (a bag of 2 x grid map pixels). The columns of a box are its tapped window ``lo..hi`` when that is
+  narrower than its list of x taps (small boxes: many samples share a column), else the taps themselves;
+- stage 2, columns: every output (a bin, or a sample in max mode) is a bag of 2 x grid stage-1 rows.
+
+Each output is computed from its own box's taps alone, in a fixed order, whatever else is pooled: the
+kernel is bit-exactly batch-invariant. Planning is vectorised over boxes (no Python loop over boxes):
+per-axis taps, then ragged lists of bag entries (``repeat_interleave`` over per-box counts, then the
+entries of samples outside the map dropped, as torchvision skips them). Its data-dependent sizes are
+read back in a constant number of host syncs per call, whatever the number of boxes (a CUDA test
+counts them).
+
+This module is the private numeric kernel: no validation, no autograd, no registration. Its inputs are
+already checked (``roi_lab.ops.roi_align`` does that, in the registered op), and it exposes three
+functions to the registration layer:
 
 - :func:`roi_align_forward` (input, batch index, boxes) -> pooled crops;
-- :func:`roi_align_backward` (grad of the crops, ...) -> grad of the input;
+- :func:`roi_align_backward` (grad of the crops, ...) -> grad of the input: the same bags transposed
+  (entries sorted by their target), so every gradient row is again one weighted sum, with no atomics
+  and no scatter: deterministic on every device;
 - :func:`is_channels_last`, the layout rule the backward follows.
 
-Large outputs are cut into tiles of at most ``_MAX_TILE_BINS`` bins per axis, each planned as a box
-of its own, so the interpolation matrices (bins x distinct rows touched) grow with the output, not
-with its square.
+Memory: besides the output, one channel block of the map (at most ``_MAP_BLOCK_ELEMENTS`` elements, no
+copy of the whole map) and the bags of one chunk of boxes (at most ``_GEOMETRY_ELEMENTS`` entries plus
+``_BUCKET_ELEMENTS`` intermediate elements), whatever the number of boxes or the output size.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -31,35 +45,31 @@ from roi_lab.errors import InputValueError
 
 __all__ = ["roi_align_forward", "roi_align_backward", "is_channels_last"]
 
-# Budget, in elements, for one bucket's intermediates (gathered windows + partial products, one
-# reused buffer), and for one channel block of the channels-last copy of the map (no copy when the
-# input is channels_last). The extra memory beyond the output and the small per-box plan is about
-# (_BUCKET_ELEMENTS + _MAP_BLOCK_ELEMENTS) elements; a single box whose window exceeds the bucket
-# budget gets a bucket of its own, at most one map block's worth of channels.
-_BUCKET_ELEMENTS = 1 << 22
-_MAP_BLOCK_ELEMENTS = 1 << 23
-# Boxes are planned in groups so that the [K, P, M] interpolation matrices stay within this many
-# elements, and an adaptive grid may ask for at most this many samples per box and axis.
+# Elements of one channel block of the channels-last map copy [N*H*W, Cb]: small enough to stay in the
+# cache while the bags gather from it (a block of a few MiB gathers ~2x faster per byte than the whole
+# map), large enough to keep the per-block calls few.
+_MAP_BLOCK_ELEMENTS = 1 << 20
+# Elements of one sub-chunk's intermediates per channel block (stage-1 rows + outputs, x Cb): about the
+# size of a core's L2 cache, so that the stage-2 gathers and the transposed write of the outputs read
+# what stage 1 has just written from the cache.
+_BUCKET_ELEMENTS = 1 << 17
+# Bag entries (and per-axis taps) planned at once: boxes are planned and pooled in chunks of about this
+# many entries, so the plan's memory is bounded whatever the number of boxes and their grids.
 _GEOMETRY_ELEMENTS = 1 << 21
+# An adaptive grid may ask for at most this many samples per box and axis.
 _MAX_SAMPLES_PER_AXIS = 1 << 20
-# An output larger than this many bins along an axis is planned in tiles (virtual boxes) of at most
-# this many bins: a tile's matrix is [bins, distinct rows] with distinct rows <= min(2 * bins * grid,
-# H), so memory stays linear in the output. Outputs up to 64 x 64 are never tiled.
-_MAX_TILE_BINS = 64
-# mode="max" holds every interpolated sample of a (tiled) box: at most this many per box, and the
-# channel block shrinks so that one box's samples x channels stay within _BUCKET_ELEMENTS.
+# mode="max" keeps every interpolated sample of a box to take their max: at most this many per box,
+# and the channel block shrinks so that one chunk's samples x channels stay within _BUCKET_ELEMENTS.
 _MAX_SAMPLES_PER_BOX_MAX_MODE = 1 << 22
 
 
 # --------------------------------------------------------------------------------------------------
-# geometry: per-axis taps and interpolation matrices
+# geometry: per-axis taps
 
 
-def _compute_dtype(dtype: torch.dtype, device: torch.device) -> torch.dtype:
-    """Half-precision maps are interpolated in float32 on the CPU (no fast half matmul there)."""
-    if dtype in (torch.float16, torch.bfloat16) and device.type == "cpu":
-        return torch.float32
-    return dtype
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Half-precision maps are pooled in float32 (their map blocks are converted when copied)."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
 def _box_geometry(boxes: Tensor, pooled: tuple[int, int], scale: float, sampling_ratio: int, aligned: bool):
@@ -70,12 +80,16 @@ def _box_geometry(boxes: Tensor, pooled: tuple[int, int], scale: float, sampling
     adaptive grid at boundaries). float16 / bfloat16 boxes (already rounded to that dtype) get their
     geometry in float32, PyTorch's usual opmath: torchvision's half kernel rounds every step to half,
     which moves samples by up to 1/128 px near x = 10 and flips the in-map test at the border.
+
+    Returns:
+        start, bin_size (Tensor[2, K]): (y, x) in the geometry dtype. grid (Tensor[2, K] int64).
     """
     dtype = torch.float32 if boxes.dtype in (torch.float16, torch.bfloat16) else boxes.dtype
     offset = 0.5 if aligned else 0.0
     coords = (boxes.double() * scale - offset).to(dtype)  # [K, 4] x1 y1 x2 y2, feature px
-    start = torch.stack([coords[:, 1], coords[:, 0]])  # [2, K] (y, x)
-    size = torch.stack([coords[:, 3], coords[:, 2]]) - start  # [2, K]
+    yx = coords.T.flip(0)  # [4, K] y2 x2 y1 x1
+    start = yx[2:]  # [2, K] (y, x)
+    size = yx[:2] - start  # [2, K]
     if not aligned:
         size = size.clamp_min(1.0)
     bins = torch.tensor(pooled, dtype=dtype, device=boxes.device)[:, None]  # [2, 1]
@@ -87,156 +101,279 @@ def _box_geometry(boxes: Tensor, pooled: tuple[int, int], scale: float, sampling
     return start, bin_size, grid
 
 
-def _axis_taps(
-    start: Tensor,
-    bin_size: Tensor,
-    grid: Tensor,
-    first_bin: Tensor,
-    bins: int,
-    total_bins: int,
-    extent: int,
-    n_grid: int,
-    per_sample: bool,
-):
-    """Bilinear taps along one axis, for ``bins`` bins from ``first_bin`` on (a tile of the output).
+def _axis_units(start: Tensor, bin_size: Tensor, grid: Tensor, bins: int, extent: int, n_grid: int,
+                per_sample: bool, compute: torch.dtype):  # fmt: skip
+    """Bilinear taps along one axis, grouped into units: a bin (avg, its grid's 2 x G taps) or one
+    sample (max mode, 2 taps).
 
     Args:
-        start, bin_size (Tensor[K]): in the input dtype. grid (Tensor[K] int64): samples per bin.
-        first_bin (Tensor[K] int64): the tile's first bin. bins: bins per tile. total_bins: PH or PW
-            (bins past it are padding, weight 0). extent: H or W. n_grid: the group's largest grid (G).
-        per_sample: False gives the average weights (valid / grid); True gives one row per sample
-            for max mode, padding short grids by repeating their last sample.
+        start, bin_size (Tensor[K]): in the geometry dtype. grid (Tensor[K] int64): samples per bin.
+        bins: PH or PW. extent: H or W. n_grid: the largest grid of the call (G).
+        per_sample: False for avg units; True for max mode, which pads short grids by repeating
+            their last sample (a repeat never changes a max, nor its first position).
 
     Returns:
-        index (Tensor[K, P, G, 2] int64): feature row/col of the low and high tap.
-        weight (Tensor[K, P, G, 2]): its weight (0 for samples outside [-1, extent] and padding).
+        index (Tensor[K, U, T] int64): feature row (col) of each tap, U = bins (avg) or bins * G
+            (max), T = 2 * G (avg) or 2, ordered (sample, low/high).
+        weight (Tensor[K, U, T]): in ``compute``; 1 - frac / frac, like the compiled kernel's.
+        valid (Tensor[K, U, T] bool): the tap's sample is in [-1, extent] (the kernel skips others)
+            and is one of the box's ``grid`` samples.
     """
-    dtype = start.dtype
-    device = start.device
+    k = start.shape[0]
+    dtype, device = start.dtype, start.device
     g = grid.clamp_min(1)  # [K]
     i = torch.arange(n_grid, device=device)  # [G]
-    i_eff = torch.minimum(i[None, :], g[:, None] - 1) if per_sample else i[None, :].expand(len(g), -1)  # [K, G]
-    p_index = first_bin[:, None] + torch.arange(bins, device=device)  # [K, P] global bin index
-    p = p_index.to(dtype)  # [K, P], exact: the same bin numbers an untiled box uses
+    i_eff = (torch.minimum(i, g[:, None] - 1)[:, None, :] if per_sample else i).to(dtype)  # [K, 1, G] or [G]
+    p = torch.arange(bins, device=device, dtype=dtype)  # [P]
     b = bin_size[:, None, None]  # [K, 1, 1]
     # same operation order as the compiled kernel: (start + p * bin) + ((i + .5) * bin) / grid
-    pos = (start[:, None, None] + p[:, :, None] * b) + ((i_eff[:, None, :].to(dtype) + 0.5) * b) / g[
-        :, None, None
-    ].to(dtype)  # [K, P, G]
+    pos = (start[:, None, None] + p[:, None] * b) + ((i_eff + 0.5) * b) / g[:, None, None].to(dtype)  # [K, P, G]
     valid = (pos >= -1.0) & (pos <= extent) & (grid[:, None, None] > 0)  # [K, P, G]
-    valid &= (p_index < total_bins)[:, :, None]  # padding bins of the last tile
     if not per_sample:
-        valid &= i[None, None, :] < grid[:, None, None]
+        valid &= i < grid[:, None, None]
     y = pos.clamp_min(0.0)
     low = y.floor()
     last = low >= extent - 1
     low_i = torch.where(last, extent - 1, low.long())  # [K, P, G]
     high_i = torch.where(last, extent - 1, low_i + 1)
-    frac = torch.where(last, torch.zeros_like(y), y - low)  # [K, P, G] in the input dtype, like the kernel
+    frac = torch.where(last, torch.zeros_like(y), y - low)  # [K, P, G] in the geometry dtype, like the kernel
     index = torch.stack([low_i, high_i], -1)  # [K, P, G, 2]
-    weight = torch.stack([1.0 - frac, frac], -1)  # [K, P, G, 2]
-    weight = torch.where(valid[..., None], weight, torch.zeros_like(weight))
-    if not per_sample:
-        weight = weight / g[:, None, None, None].to(weight.dtype)
-    return index, weight
+    weight = torch.stack([1.0 - frac, frac], -1).to(compute)  # [K, P, G, 2]
+    valid = valid[..., None].expand(index.shape).contiguous()
+    units, taps = (bins * n_grid, 2) if per_sample else (bins, 2 * n_grid)
+    return index.reshape(k, units, taps), weight.reshape(k, units, taps), valid.reshape(k, units, taps)
 
 
-def _compact(index: Tensor, weight: Tensor, compute: torch.dtype, extent: int):
-    """Distinct tapped rows per box and the interpolation matrix onto them.
-
-    Args:
-        index, weight (Tensor[K, P, G, T]): T taps per sample (or G * 2 taps per bin with G = 1).
-        extent: H or W; no box touches more distinct rows than min(M, extent).
+def _bags(index: Tensor, weight: Tensor, valid: Tensor):
+    """Flat bags from dense [B, L] entries, the invalid ones dropped.
 
     Returns:
-        rows (Tensor[K, M] int64): the distinct rows first (sorted), then padding (a repeated row).
-        count (Tensor[K] int64): how many distinct rows each box touches (R).
-        matrix (Tensor[K, P * G', min(M, extent)]): with G' = G for per-sample matrices collapsed by
-            the caller; only its first ``count`` columns are used.
+        index (Tensor[E] int64), weight (Tensor[E]), offsets (Tensor[B + 1] int64): bag ``b`` is
+        ``index[offsets[b]:offsets[b + 1]]``, the entries in their original order.
     """
-    k, p, g = index.shape[:3]
-    used = weight != 0  # [K, P, G, 2]
-    flat_index = index.reshape(k, -1)  # [K, M]
-    flat_used = used.reshape(k, -1)
-    fill = torch.where(flat_used, flat_index, torch.full_like(flat_index, 1 << 40)).amin(1, keepdim=True)  # [K, 1]
-    fill = torch.where(fill == 1 << 40, torch.zeros_like(fill), fill)
-    flat_index = torch.where(flat_used, flat_index, fill)  # unused taps point at a used row
-    ordered, order = flat_index.sort(1)  # [K, M]
-    new = torch.ones_like(ordered, dtype=torch.bool)
-    new[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
-    slot_sorted = new.long().cumsum(1) - 1  # [K, M] slot of each sorted tap
-    count = slot_sorted[:, -1] + 1  # [K]
-    rows = fill.expand(k, flat_index.shape[1]).clone().scatter_(1, slot_sorted, ordered)  # [K, M]
-    slot = torch.empty_like(slot_sorted).scatter_(1, order, slot_sorted)  # [K, M] slot of each tap
-    width = min(flat_index.shape[1], extent)  # slots are < count <= min(M, extent)
-    matrix = torch.zeros(k, p * g, width, dtype=compute, device=index.device)
-    matrix.scatter_add_(2, slot.view(k, p * g, -1), weight.reshape(k, p * g, -1).to(compute))  # [K, P*G, width]
-    return rows, count, matrix
+    offsets = torch.zeros(index.shape[0] + 1, dtype=torch.long, device=index.device)
+    torch.cumsum(valid.sum(1), 0, out=offsets[1:])
+    keep = valid.reshape(-1).nonzero()[:, 0]  # host sync: how many entries remain
+    return index.reshape(-1).index_select(0, keep), weight.reshape(-1).index_select(0, keep), offsets
+
+
+def _embedding_bag(table: Tensor, index: Tensor, offsets: Tensor, weight: Tensor) -> Tensor:
+    """Bag ``b`` of the result is ``sum_e weight[e] * table[index[e]]`` over its entries: Tensor[B, Cb]."""
+    return torch.embedding_bag(table, index, offsets, False, 0, False, weight, True)[0]
+
+
+def _cuts(cost: Tensor, budget: int) -> Tensor:
+    """First box of each chunk: box ``j`` starts a new chunk where the cost before it crosses a multiple
+    of ``budget`` (chunks cost about ``budget``, and hold at least one box). Tensor[chunks] int64."""
+    before = cost.cumsum(0) - cost  # [k]
+    chunk = torch.div(before, budget, rounding_mode="floor")
+    starts = torch.ones_like(chunk, dtype=torch.bool)
+    starts[1:] = chunk[1:] != chunk[:-1]
+    return starts.nonzero()[:, 0]  # host sync (its length)
 
 
 # --------------------------------------------------------------------------------------------------
-# the kernel
+# the plan
 
 
-def _ladder(limit: int, device) -> Tensor:
-    """Window sizes 1, 2, 3, 4, 6, 8, then steps of about 4/3, up to ``limit``."""
-    steps = [1, 2, 3, 4, 6, 8]
-    while steps[-1] < limit:
-        steps.append(math.ceil(steps[-1] * 4 / 3))
-    return torch.tensor(steps, device=device)
+class _Chunk:
+    """The two stages' bags for the boxes ``k0:k1`` of a call, and their cut into sub-chunks whose
+    intermediates stay in the cache.
+
+    Attributes:
+        rows: stage-1 rows (box, y unit, column), box-major; ``pixel, weight, offsets`` their bags
+            over map pixels (flat ``(b * H + y) * W + x``).
+        row, row_weight, row_offsets: stage 2, one bag per output unit (box, y unit, x unit) over the
+            stage-1 rows of its sub-chunk.
+        subs: per sub-chunk (boxes k0:k1, stage-1 bags (pixel, offsets, weight), stage-2 bags (row,
+            offsets, weight)), the entries as views and the offsets rebased to them.
+        count (Tensor[k] compute dtype): the avg divisor per box, ``max(grid_y * grid_x, 1)``.
+    """
+
+    def __init__(self, plan: _Plan, k0: int, k1: int, units) -> None:
+        n, c, h, w = plan.shape
+        (yi, yw, yv), (xi, xw, xv), columns, taps_mode, lo, s_tap = units
+        k, uy, ty = yi.shape
+        ux, tx = xi.shape[1:]
+        t = ux * tx  # x taps per box
+        device = yi.device
+        self.k0, self.k1 = k0, k1
+        self.count = plan.count[k0:k1]
+        self.units = units
+        n_rows = columns * uy  # [k] stage-1 rows per box
+        row_end = n_rows.cumsum(0)
+        row_start = row_end - n_rows  # [k]
+        # sub-chunks: boxes whose stage-1 rows and outputs fit the cache budget
+        first = _cuts(n_rows + uy * ux, plan.rows_budget)  # [S] first box of each sub-chunk
+        sub = torch.zeros(k, dtype=torch.long, device=device)
+        sub.index_fill_(0, first, 1)
+        sub_start = row_start.index_select(0, first).index_select(0, sub.cumsum(0) - 1)  # [k]
+        local_start = row_start - sub_start  # [k] first row within its sub-chunk
+        bounds = torch.cat([first, first.new_tensor([k])])  # [S + 1]
+        row_bounds = torch.cat([row_start, row_end[-1:]]).index_select(0, bounds)  # [S + 1]
+        self.rows = rows = int(row_end[-1])  # host sync: the size of the stage-1 table
+        # stage 1: row r -> (box kr, y unit u, column s); its bag is the unit's y taps at that column
+        kr = torch.repeat_interleave(torch.arange(k, device=device), n_rows, output_size=rows)  # [R]
+        local = torch.arange(rows, device=device) - row_start.index_select(0, kr)  # [R]
+        width = columns.index_select(0, kr)  # [R]
+        u = torch.div(local, width, rounding_mode="floor")  # [R]
+        s = local - u * width  # [R]
+        tap_column = xi.view(-1).index_select(0, kr * t + s.clamp_max(t - 1))  # [R] (taps mode)
+        column = torch.where(taps_mode.index_select(0, kr), tap_column, lo.index_select(0, kr) + s)  # [R] feature col
+        unit = kr * uy + u  # [R]
+        image_row = plan.batch[k0:k1].index_select(0, kr) * h  # [R]
+        pixel = (image_row[:, None] + yi.view(-1, ty).index_select(0, unit)) * w + column[:, None]  # [R, Ty]
+        self.pixel, self.weight, self.offsets = _bags(
+            pixel, yw.view(-1, ty).index_select(0, unit), yv.view(-1, ty).index_select(0, unit)
+        )  # [E1], [E1], [R + 1]
+        # stage 2: output (box, y unit, x unit) -> its x taps' stage-1 rows of that y unit
+        base = local_start[:, None] + torch.arange(uy, device=device) * columns[:, None]  # [k, Uy]
+        row = base[:, :, None] + s_tap[:, None, :]  # [k, Uy, Ux * Tx]
+        self.row, self.row_weight, self.row_offsets = _bags(
+            row.view(-1, tx), xw.view(k, 1, t).expand(k, uy, t).reshape(-1, tx),
+            xv.view(k, 1, t).expand(k, uy, t).reshape(-1, tx),
+        )  # [E2], [E2], [k * Uy * Ux + 1]
+        self._kr, self._s = kr, s
+        self._transposed = None
+        # per sub-chunk: views of the entries, offsets rebased to them (one host sync for all bounds)
+        out_bounds = bounds * (uy * ux)
+        limits = torch.stack(
+            [bounds, row_bounds, self.offsets.index_select(0, row_bounds), self.row_offsets.index_select(0, out_bounds)]
+        )
+        self.subs = []
+        for (a, r0, e0, f0), (b, r1, e1, f1) in _pairs(limits.T.tolist()):
+            stage1 = (self.pixel[e0:e1], self.offsets[r0 : r1 + 1] - e0, self.weight[e0:e1])
+            o0, o1 = a * uy * ux, b * uy * ux
+            stage2 = (self.row[f0:f1], self.row_offsets[o0 : o1 + 1] - f0, self.row_weight[f0:f1])
+            self.subs.append((k0 + a, k0 + b, stage1, stage2))
+
+    def transposed(self, plan: _Plan):
+        """The same bags, transposed for the backward: (stage 2^T, one bag per stage-1 row over output
+        units of the chunk; stage 1^T, one bag per map pixel over stage-1 rows), entries in a fixed
+        order."""
+        if self._transposed is None:
+            n, c, h, w = plan.shape
+            (yi, yw, yv), (xi, xw, xv), columns, taps_mode, lo, s_tap = self.units
+            k, uy, _ = yi.shape
+            ux, tx = xi.shape[1:]
+            t = ux * tx
+            device = yi.device
+            valid = xv.reshape(k, t)  # [k, T]
+            key = torch.where(valid, s_tap, t)  # [k, T]: each tap's stage-1 column, invalid ones last
+            key_sorted, order = key.sort(dim=1, stable=True)  # [k, T]
+            out_unit = (torch.arange(k, device=device)[:, None] * uy + torch.arange(uy, device=device)) * ux
+            source = out_unit[:, :, None] + torch.div(order, tx, rounding_mode="floor")[:, None, :]  # [k, Uy, T]
+            weight = xw.reshape(k, t).gather(1, order)[:, None, :].expand(k, uy, t)
+            keep = (key_sorted < t)[:, None, :].expand(k, uy, t)
+            source, weight, _ = _bags(source.reshape(k * uy, t), weight.reshape(k * uy, t), keep.reshape(k * uy, t))
+            # entries per stage-1 row (kr, u, s): the valid taps of box kr on column s
+            per_column = torch.zeros(k, t + 1, dtype=torch.long, device=device).scatter_add_(
+                1, key, torch.ones_like(key)
+            )[:, :t]  # [k, T]
+            offsets = torch.zeros(self.rows + 1, dtype=torch.long, device=device)
+            torch.cumsum(per_column[self._kr, self._s.clamp_max(t - 1)], 0, out=offsets[1:])
+            # stage 1^T: every stage-1 entry, grouped by the map pixel it reads
+            entry_row = torch.repeat_interleave(
+                torch.arange(self.rows, device=device), self.offsets.diff(), output_size=self.pixel.numel()
+            )  # [E1]
+            pixel_sorted, by_pixel = self.pixel.sort(stable=True)
+            pixel_offsets = torch.searchsorted(pixel_sorted, torch.arange(n * h * w + 1, device=device))
+            self._transposed = (
+                (source, weight, offsets),
+                (entry_row[by_pixel], self.weight[by_pixel], pixel_offsets),
+            )
+        return self._transposed
 
 
-def _tiles(bins: int) -> tuple[int, int]:
-    """(bins per tile, tiles) for one axis: as few tiles as possible, of near-equal size."""
-    count = -(-bins // _MAX_TILE_BINS)
-    size = -(-bins // count)
-    return size, -(-bins // size)
-
-
-def _axis_elements(bins: int, grid: int, extent: int, per_sample: bool) -> int:
-    """Elements one box's planning holds for one axis: taps (index, weight, sort) and its matrix."""
-    taps = bins * grid * 2
-    return 8 * taps + bins * (grid if per_sample else 1) * min(taps, extent)
+def _pairs(items: list) -> list:
+    """Consecutive pairs: [a, b, c] -> [(a, b), (b, c)]."""
+    return list(zip(items[:-1], items[1:], strict=True))
 
 
 class _Plan:
-    """Everything the forward and backward passes share: per bucket of (virtual) boxes, the gathered
-    rows and columns and the interpolation matrices.
+    """Everything the forward and backward passes share: the boxes' geometry, the channel block, and
+    per chunk of boxes the two stages' bags (:class:`_Chunk`)."""
 
-    An output of more than ``_MAX_TILE_BINS`` bins along an axis is cut into tiles; each box then
-    becomes ``tiles_y * tiles_x`` virtual boxes (box-major), each planned for ``pooled`` bins, and
-    :func:`_untile` / :func:`_tile` convert between the tiles and the [K, C, PH, PW] layout.
-    """
-
-    def __init__(self, shape, dtype, device, batch: Tensor, boxes: Tensor, out_pooled, scale, sampling_ratio, aligned,
+    def __init__(self, shape, dtype, device, batch: Tensor, boxes: Tensor, pooled, scale, sampling_ratio, aligned,
                  mode):  # fmt: skip
         n, c, h, w = shape
         self.shape = (n, c, h, w)
-        self.out_pooled = out_pooled  # (PH, PW)
-        (ty, n_ty), (tx, n_tx) = _tiles(out_pooled[0]), _tiles(out_pooled[1])
-        self.pooled = (ty, tx)  # bins per tile
-        self.tiles = (n_ty, n_tx)
-        self.compute = _compute_dtype(dtype, device)
+        self.pooled = pooled  # (PH, PW)
+        self.compute = _compute_dtype(dtype)
         self.mode = mode
+        self.batch = batch
         per_sample = mode == "max"
-        start, bin_size, grid = _box_geometry(boxes, out_pooled, scale, sampling_ratio, aligned)  # [2, K] each
         k = boxes.shape[0]
-        self.buckets: list[tuple] = []  # (ids, flat_index [Kc, R, S], ay [Kc, PH(*G), R], ax [Kc, PW(*G), S], gy, gx)
-        self.box_samples = 0
+        self.chunks: list[_Chunk] = []
+        self.grid_max = (1, 1)
+        self.block = 1
         if k == 0:
             return
-        grid_max = grid.clamp_min(1).amax(1).tolist()  # [2] (G_y, G_x)
-        samples = max(out_pooled[0] * grid_max[0], out_pooled[1] * grid_max[1])
+        start, bin_size, grid = _box_geometry(boxes, pooled, scale, sampling_ratio, aligned)  # [2, K] each
+        if sampling_ratio > 0:
+            grid_max = [sampling_ratio, sampling_ratio]
+        else:
+            grid_max = grid.clamp_min(1).amax(1).tolist()  # host sync: the adaptive grids' extent
+        self._check_grids(grid_max, grid, batch, boxes, bin_size, pooled, scale, sampling_ratio, per_sample)
+        self.grid_max = gy, gx = grid_max
+        self.count = (grid[0] * grid[1]).clamp_min(1).to(self.compute)  # [K]
+        ph, pw = pooled
+        uy, ty = (ph * gy, 2) if per_sample else (ph, 2 * gy)
+        ux, tx = (pw * gx, 2) if per_sample else (pw, 2 * gx)
+        t = ux * tx
+        self.block = self._channel_block(uy * ux)
+        self.rows_budget = max(1, _BUCKET_ELEMENTS // self.block)
+        # boxes are planned in groups within the geometry budget (at least one box each), and each
+        # group in chunks of about _GEOMETRY_ELEMENTS bag entries
+        group = max(1, _GEOMETRY_ELEMENTS // (uy * ty + t))
+        for g0 in range(0, k, group):
+            g1 = min(k, g0 + group)
+            sl = slice(g0, g1)
+            yu = _axis_units(start[0, sl], bin_size[0, sl], grid[0, sl], ph, h, gy, per_sample, self.compute)
+            xu = _axis_units(start[1, sl], bin_size[1, sl], grid[1, sl], pw, w, gx, per_sample, self.compute)
+            xi, xv = xu[0].view(-1, t), xu[2].view(-1, t)  # [k, T]
+            lo = torch.where(xv, xi, w).amin(1)  # [k] the box's first tapped column
+            hi = torch.where(xv, xi, -1).amax(1)
+            window = (hi - lo + 1).clamp_min(0)  # [k] 0 when no sample of the box is on the map
+            taps_mode = window > t  # a wide box: its taps, not its window, are the columns
+            columns = torch.where(taps_mode, t, window)  # [k]
+            s_tap = torch.where(taps_mode[:, None], torch.arange(t, device=device), xi - lo[:, None])  # [k, T]
+            cuts = _cuts(columns * (uy * ty) + uy * t, _GEOMETRY_ELEMENTS).tolist() + [g1 - g0]
+            for a, b in _pairs(cuts):
+                units = (
+                    tuple(x[a:b] for x in yu), tuple(x[a:b] for x in xu), columns[a:b], taps_mode[a:b], lo[a:b],
+                    s_tap[a:b],
+                )  # fmt: skip
+                self.chunks.append(_Chunk(self, g0 + a, g0 + b, units))
+
+    def _channel_block(self, outputs_per_box: int) -> int:
+        """Channels per block: the map block within _MAP_BLOCK_ELEMENTS (max mode: one box's samples
+        within _BUCKET_ELEMENTS), a multiple of 8 (one AVX2 vector) when blocked, blocks of near-equal
+        size."""
+        n, c, h, w = self.shape
+        if c == 0:
+            return 1
+        block = min(c, _MAP_BLOCK_ELEMENTS // max(1, n * h * w))
+        if self.mode == "max":
+            block = min(block, _BUCKET_ELEMENTS // outputs_per_box)
+        if 8 <= block < c:
+            block -= block % 8
+        block = max(1, block)
+        count = -(-c // block)
+        return -(-c // count)
+
+    def _check_grids(self, grid_max, grid, batch, boxes, bin_size, pooled, scale, sampling_ratio, per_sample):
+        samples = max(pooled[0] * grid_max[0], pooled[1] * grid_max[1])
         if samples > _MAX_SAMPLES_PER_AXIS and sampling_ratio > 0:
             raise InputValueError(
                 "roi_align(output_size=..., sampling_ratio=...)",
                 expected=f"sampling grids of at most {_MAX_SAMPLES_PER_AXIS} samples per box and axis "
                 "(output bins x sampling_ratio)",
-                got=f"output_size={tuple(out_pooled)} with sampling_ratio={sampling_ratio}: {samples} samples",
+                got=f"output_size={tuple(pooled)} with sampling_ratio={sampling_ratio}: {samples} samples",
                 fix="pass a smaller sampling_ratio (2 is torchvision's and detectron2's choice) or output_size",
             )
         if samples > _MAX_SAMPLES_PER_AXIS:
-            row = int((grid * torch.tensor(out_pooled, device=grid.device)[:, None]).amax(0).argmax())
+            row = int((grid * torch.tensor(pooled, device=grid.device)[:, None]).amax(0).argmax())
             roi = [float(batch[row])] + boxes[row].tolist()
             span = max(math.ceil(v) for v in bin_size[:, row].tolist())  # the adaptive grid, before its clamp
             raise InputValueError(
@@ -246,211 +383,126 @@ class _Plan:
                 fix="check that the boxes are in image px and spatial_scale is 1 / stride, or pass a fixed "
                 "sampling_ratio, e.g. 2",
             )
-        self.box_samples = ty * grid_max[0] * tx * grid_max[1] if per_sample else 0
-        if self.box_samples > _MAX_SAMPLES_PER_BOX_MAX_MODE:
+        box_samples = pooled[0] * grid_max[0] * pooled[1] * grid_max[1]
+        if per_sample and box_samples > _MAX_SAMPLES_PER_BOX_MAX_MODE:
             raise InputValueError(
                 "roi_align(mode='max', ...)",
                 expected=f"at most {_MAX_SAMPLES_PER_BOX_MAX_MODE} samples per box in max mode (bins x samples "
                 "per bin, both axes; max mode keeps every sample to take their max)",
-                got=f"{ty} x {tx} bins per tile with grids of {grid_max[0]} x {grid_max[1]} samples: "
-                f"{self.box_samples} samples",
+                got=f"{pooled[0]} x {pooled[1]} bins with grids of {grid_max[0]} x {grid_max[1]} samples: "
+                f"{box_samples} samples",
                 fix="pass a fixed sampling_ratio (e.g. 2) instead of adaptive sampling for these boxes, or check "
                 "that the boxes are in image px and spatial_scale is 1 / stride",
             )
-        n_tiles = n_ty * n_tx
-        if n_tiles > 1:  # virtual box v = box * n_tiles + tile_y * n_tx + tile_x
-            tile = torch.arange(n_tiles, device=boxes.device)
-            first = torch.stack([tile // n_tx * ty, tile % n_tx * tx]).repeat(1, k)  # [2, V]
-            start, bin_size, grid = (t.repeat_interleave(n_tiles, 1) for t in (start, bin_size, grid))  # [2, V]
-            batch = batch.repeat_interleave(n_tiles)  # [V]
-        else:
-            first = torch.zeros(2, k, dtype=torch.long, device=boxes.device)
-        v = k * n_tiles
-        per_box = max(
-            _axis_elements(ty, grid_max[0], h, per_sample), _axis_elements(tx, grid_max[1], w, per_sample)
-        )
-        group = max(1, _GEOMETRY_ELEMENTS // per_box)
-        for g0 in range(0, v, group):
-            sl = slice(g0, min(v, g0 + group))
-            gy, gx = (grid_max[0], grid_max[1])
-            iy, wy = _axis_taps(
-                start[0, sl], bin_size[0, sl], grid[0, sl], first[0, sl], ty, out_pooled[0], h, gy, per_sample
-            )
-            ix, wx = _axis_taps(
-                start[1, sl], bin_size[1, sl], grid[1, sl], first[1, sl], tx, out_pooled[1], w, gx, per_sample
-            )
-            if not per_sample:  # average over the grid: sum the per-sample rows of each bin
-                rows_y, ny, ay = _compact(
-                    iy.reshape(iy.shape[0], ty, 1, -1), wy.reshape(wy.shape[0], ty, 1, -1), self.compute, h
-                )
-                rows_x, nx, ax = _compact(
-                    ix.reshape(ix.shape[0], tx, 1, -1), wx.reshape(wx.shape[0], tx, 1, -1), self.compute, w
-                )
-                gy = gx = 1
-            else:
-                rows_y, ny, ay = _compact(iy, wy, self.compute, h)  # ay [Kg, PH*Gy, min(M, H)]
-                rows_x, nx, ax = _compact(ix, wx, self.compute, w)
-            self._bucket(batch[sl], g0, rows_y, ny, ay, rows_x, nx, ax, gy, gx)
-
-    @property
-    def count(self) -> int:
-        """Virtual boxes (boxes x tiles)."""
-        return sum(len(b[0]) for b in self.buckets)
-
-    def _bucket(self, batch, offset, rows_y, ny, ay, rows_x, nx, ax, gy, gx):
-        """Group boxes by window shape (R, S), each rounded up a ~4/3 ladder so that a bucket pads
-        little in either axis, and cut the groups into buckets within the element budget."""
-        n, c, h, w = self.shape
-        ph, pw = self.pooled
-        cb = self.channel_block()
-        ladder = _ladder(max(h, w) * 2 + 2, ny.device)
-        key_y = torch.bucketize(ny, ladder)  # [K] ladder step of R
-        key_x = torch.bucketize(nx, ladder)  # [K] ladder step of S
-        order = (key_y * len(ladder) + key_x).argsort(stable=True)
-        keys = (key_y * len(ladder) + key_x)[order].tolist()
-        ny_l, nx_l = ny[order].tolist(), nx[order].tolist()
-        start, r_max, s_max = 0, 0, 0
-        cuts = []
-        for j, (r, s) in enumerate(zip(ny_l, nx_l, strict=True)):
-            r2, s2 = max(r_max, r), max(s_max, s)
-            per_box = (r2 * s2 + ph * gy * s2 + ph * gy * pw * gx) * cb
-            if j > start and (keys[j] != keys[j - 1] or (j - start + 1) * per_box > _BUCKET_ELEMENTS):
-                cuts.append((start, j, r_max, s_max))
-                start, r2, s2 = j, r, s
-            r_max, s_max = r2, s2
-        cuts.append((start, len(ny_l), r_max, s_max))
-        for a, b, r, s in cuts:
-            sel = order[a:b]
-            ry = rows_y[sel, :r]  # [Kc, R]
-            rx = rows_x[sel, :s]  # [Kc, S]
-            flat = (batch[sel, None, None] * h + ry[:, :, None]) * w + rx[:, None, :]  # [Kc, R, S]
-            self.buckets.append((sel + offset, flat, ay[sel, :, :r], ax[sel, :, :s], gy, gx))
-
-    def shapes(self):
-        """(Kc, R, S), GY, GX of every bucket."""
-        return [(tuple(b[1].shape), b[4], b[5]) for b in self.buckets]
-
-    def channel_block(self) -> int:
-        n, c, h, w = self.shape
-        block = min(c, _MAP_BLOCK_ELEMENTS // max(1, n * h * w))
-        if self.box_samples:  # max mode: one box's samples x channels within the bucket budget
-            block = min(block, _BUCKET_ELEMENTS // self.box_samples)
-        return max(1, block)
 
 
-def _channels_last_blocks(input: Tensor, cb: int):
-    """Yield (channel slice, Tensor[N*H*W, Cb]) views or copies of the map, channels last."""
+# --------------------------------------------------------------------------------------------------
+# the passes
+
+
+def _map_blocks(input: Tensor, plan: _Plan):
+    """Yield (channel slice, Tensor[N*H*W, Cb]) contiguous channels-last blocks of the map, in the
+    compute dtype (one block alive at a time; a channels-last map of one block is used as it is)."""
     n, c, h, w = input.shape
+    cb = plan.block
     for c0 in range(0, c, cb):
         block = input[:, c0 : c0 + cb].permute(0, 2, 3, 1)  # [N, H, W, Cb], a view
-        yield slice(c0, c0 + cb), block.contiguous().view(n * h * w, block.shape[3])  # copy unless channels last
-
-
-class _Workspace:
-    """One flat buffer, sized for the largest bucket and carved into that bucket's intermediates, so
-    that buckets neither page-fault fresh memory nor hold more than one bucket's worth."""
-
-    def __init__(self, plan: _Plan, cb: int, dtype: torch.dtype, device: torch.device) -> None:
-        ph, pw = plan.pooled
-        size = max(kc * (r * s + ph * gy * s + ph * gy * pw * gx) * cb for (kc, r, s), gy, gx in plan.shapes())
-        self.buffer = torch.empty(size, dtype=dtype, device=device)
-
-    def carve(self, *shapes: tuple[int, ...]) -> list[Tensor]:
-        views, at = [], 0
-        for shape in shapes:
-            size = math.prod(shape)
-            views.append(self.buffer[at : at + size].view(shape))
-            at += size
-        return views
+        block = block.to(plan.compute, memory_format=torch.contiguous_format).contiguous()  # one copy, or none
+        yield slice(c0, c0 + block.shape[3]), block.view(n * h * w, block.shape[3])
 
 
 def _forward(input: Tensor, plan: _Plan) -> Tensor:
-    """Per channel block and bucket: gather the windows, contract rows, then columns.
-
-    Both contractions are single ``bmm`` calls whose result is already in the output's layout."""
+    """Per channel block and sub-chunk: stage 1 (rows), stage 2 (outputs), written into the output's
+    layout while in the cache (avg: divided by the grid count; max: the max over each bin's samples,
+    the first one on ties)."""
     n, c, h, w = plan.shape
     ph, pw = plan.pooled
-    out = input.new_empty((plan.count, c, ph, pw))
-    argmax = []
-    if not plan.buckets:
+    k = plan.batch.shape[0]
+    out = input.new_empty((k, c, ph, pw))
+    plan.argmax = {}
+    if not plan.chunks or c == 0:
         return out
-    ws = _Workspace(plan, plan.channel_block(), plan.compute, input.device)
-    for cs, feat in _channels_last_blocks(input, plan.channel_block()):  # feat [N*H*W, Cb]
+    chunks = plan.chunks
+    blocks = _map_blocks(input, plan) if len(chunks) == 1 else list(_map_blocks(input, plan))
+    gy, gx = plan.grid_max
+    for cs, feat in blocks:  # feat [N*H*W, Cb]
         cb = feat.shape[1]
-        for ids, flat, ay, ax, gy, gx in plan.buckets:
-            kc, r, s = flat.shape
-            windows, rows, vals = ws.carve((kc * r * s, cb), (kc, s * cb, ph * gy), (kc, cb * ph * gy, pw * gx))
-            if plan.compute == input.dtype:
-                torch.index_select(feat, 0, flat.view(-1), out=windows)  # [Kc*R*S, Cb]
-            else:
-                windows.copy_(feat.index_select(0, flat.view(-1)))
-            torch.bmm(windows.view(kc, r, s * cb).transpose(1, 2), ay.transpose(1, 2), out=rows)  # [Kc, S*Cb, PH*GY]
-            rows = rows.view(kc, s, cb * ph * gy).transpose(1, 2)  # [Kc, Cb*PH*GY, S]
-            torch.bmm(rows, ax.transpose(1, 2), out=vals)  # [Kc, Cb*PH*GY, PW*GX]
-            if plan.mode == "max":
+        for ch in chunks:
+            for k0, k1, stage1, stage2 in ch.subs:
+                kc = k1 - k0
+                rows = _embedding_bag(feat, *stage1)  # [R_sub, Cb]
+                vals = _embedding_bag(rows, *stage2)  # [Kc * Uy * Ux, Cb]
+                target = out[k0:k1, cs]  # [Kc, Cb, PH, PW], a view
+                if plan.mode == "avg":
+                    count = ch.count[k0 - ch.k0 : k1 - ch.k0, None, None]
+                    torch.div(vals.view(kc, ph * pw, cb).transpose(1, 2), count, out=target.view(kc, cb, ph * pw))
+                    continue
                 # first maximum in (iy, ix) order, as mmcv's strict ">" scan
-                vals, ix = vals.view(kc, cb, ph, gy, pw, gx).max(5)  # [Kc, Cb, PH, GY, PW]
-                vals, iy = vals.max(3)  # [Kc, Cb, PH, PW]
-                argmax.append((iy, ix.gather(3, iy[:, :, :, None]).squeeze(3)))  # [Kc, Cb, PH, PW] each
-            out[:, cs].index_copy_(0, ids, vals.view(kc, cb, ph, pw).to(out.dtype))
-    plan.argmax = argmax
+                best, ix = vals.view(kc, ph, gy, pw, gx, cb).max(4)  # [Kc, PH, GY, PW, Cb]
+                best, iy = best.max(2)  # [Kc, PH, PW, Cb]
+                plan.argmax[cs.start, k0] = (iy, ix.gather(2, iy[:, :, None]).squeeze(2))  # [Kc, PH, PW, Cb] each
+                target.copy_(best.permute(0, 3, 1, 2))
     return out
 
 
 def _backward(grad_out: Tensor, plan: _Plan, dtype: torch.dtype, channels_last: bool) -> Tensor:
-    """The transposed contractions, accumulated into a channels-last gradient block with ``index_add_``."""
+    """The transposed stages per channel block and chunk: stage 2^T (output gradients -> stage-1 rows),
+    stage 1^T (rows -> map pixels), each a weighted sum per target row."""
     n, c, h, w = plan.shape
     ph, pw = plan.pooled
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     grad_in = torch.empty(plan.shape, dtype=dtype, device=grad_out.device, memory_format=memory_format)
-    cb_size = plan.channel_block()
-    ws = _Workspace(plan, cb_size, plan.compute, grad_out.device) if plan.buckets else None
-    step = 0
-    for c0 in range(0, c, cb_size):
-        cs = slice(c0, min(c, c0 + cb_size))
+    if not plan.chunks or c == 0:
+        return grad_in.zero_()
+    gy, gx = plan.grid_max
+    samples = gy * gx if plan.mode == "max" else 1
+    for c0 in range(0, c, plan.block):
+        cs = slice(c0, min(c, c0 + plan.block))
         cb = cs.stop - cs.start
-        acc = torch.zeros(n * h * w, cb, dtype=plan.compute, device=grad_out.device)  # [N*H*W, Cb]
-        for ids, flat, ay, ax, gy, gx in plan.buckets:
-            kc, r, s = flat.shape
-            windows, rows, g = ws.carve((kc, r, s * cb), (kc, s, cb * ph * gy), (kc, cb, ph, pw))
-            if grad_out.dtype == plan.compute:
-                torch.index_select(grad_out[:, cs], 0, ids, out=g)  # [Kc, Cb, PH, PW]
+        target = grad_in[:, cs].permute(0, 2, 3, 1)  # [N, H, W, Cb], a view
+        for j, ch in enumerate(plan.chunks):
+            (source, weight, offsets), (entry_row, entry_weight, pixel_offsets) = ch.transposed(plan)
+            g = grad_out.new_empty(((ch.k1 - ch.k0) * ph * pw * samples, cb), dtype=plan.compute)
+            at = 0
+            for k0, k1, _, _ in ch.subs:  # the output gradients as channels-last rows, sub-chunk by sub-chunk
+                kc = k1 - k0
+                part = g[at : at + kc * ph * pw * samples]
+                at += part.shape[0]
+                grad = grad_out[k0:k1, cs].permute(0, 2, 3, 1)  # [Kc, PH, PW, Cb], a view
+                if plan.mode == "avg":  # the forward's division by the grid count
+                    torch.div(grad, ch.count[k0 - ch.k0 : k1 - ch.k0, None, None, None], out=part.view(grad.shape))
+                    continue
+                iy, ix = plan.argmax[c0, k0]  # route each bin's gradient to its winning sample
+                routed = grad.new_zeros((kc, ph, pw, cb, gy * gx), dtype=plan.compute)
+                routed.scatter_(4, (iy * gx + ix)[..., None], grad[..., None].to(plan.compute))
+                part.view(kc, ph, gy, pw, gx, cb).copy_(routed.view(kc, ph, pw, cb, gy, gx).permute(0, 1, 4, 2, 5, 3))
+            rows = _embedding_bag(g, source, offsets, weight)  # [R, Cb]
+            pixels = _embedding_bag(rows, entry_row, pixel_offsets, entry_weight)  # [N*H*W, Cb]
+            if j == 0:
+                target.copy_(pixels.view(n, h, w, cb))
             else:
-                g.copy_(grad_out[:, cs].index_select(0, ids))
-            if plan.mode == "max":
-                iy, ix = plan.argmax[step]  # route each bin's gradient to its winning sample
-                g = g.new_zeros(kc, cb, ph, gy, pw).scatter_(3, iy[:, :, :, None], g[:, :, :, None])
-                where = ix[:, :, :, None, :, None].expand(kc, cb, ph, gy, pw, 1)
-                g = g.new_zeros(kc, cb, ph, gy, pw, gx).scatter_(5, where, g[..., None])
-            step += 1
-            g = g.reshape(kc, cb * ph * gy, pw * gx)  # [Kc, Cb*PH*GY, PW*GX]
-            torch.bmm(ax.transpose(1, 2), g.transpose(1, 2), out=rows)  # [Kc, S, Cb*PH*GY]
-            rows = rows.view(kc, s * cb, ph * gy).transpose(1, 2)  # [Kc, PH*GY, S*Cb]
-            torch.bmm(ay.transpose(1, 2), rows, out=windows)  # [Kc, R, S*Cb]
-            acc.index_add_(0, flat.view(-1), windows.view(-1, cb))
-        grad_in[:, cs] = acc.view(n, h, w, cb).permute(0, 3, 1, 2)
+                target.add_(pixels.view(n, h, w, cb))
     return grad_in
 
 
-def _untile(out: Tensor, plan: _Plan) -> Tensor:
-    """Tiles [K * TY * TX, C, ph, pw] (box-major) -> Tensor[K, C, PH, PW], contiguous."""
-    (n_ty, n_tx), (ph, pw), (PH, PW) = plan.tiles, plan.pooled, plan.out_pooled
-    if n_ty * n_tx == 1:
-        return out
-    k, c = out.shape[0] // (n_ty * n_tx), out.shape[1]
-    full = out.view(k, n_ty, n_tx, c, ph, pw).permute(0, 3, 1, 4, 2, 5).reshape(k, c, n_ty * ph, n_tx * pw)
-    return full[:, :, :PH, :PW].contiguous()
+@contextlib.contextmanager
+def _one_thread(device: torch.device):
+    """Run the kernel on one intra-op thread on the CPU (the caller's count is restored after).
 
-
-def _tile(grad_out: Tensor, plan: _Plan) -> Tensor:
-    """Tensor[K, C, PH, PW] -> tiles [K * TY * TX, C, ph, pw], the padding bins zero."""
-    (n_ty, n_tx), (ph, pw), (PH, PW) = plan.tiles, plan.pooled, plan.out_pooled
-    if n_ty * n_tx == 1:
-        return grad_out
-    k, c = grad_out.shape[:2]
-    padded = grad_out.new_zeros(k, c, n_ty * ph, n_tx * pw)
-    padded[:, :, :PH, :PW] = grad_out
-    return padded.view(k, c, n_ty, ph, n_tx, pw).permute(0, 2, 4, 1, 3, 5).reshape(k * n_ty * n_tx, c, ph, pw)
+    A call is a few hundred small ops (planning) and a few gathers whose work per op is small: with
+    two or more threads each op ends on a barrier, and when another process keeps a core busy a
+    descheduled thread makes every barrier wait a scheduler time slice, which cost 5-20x per call.
+    One thread is also torchvision's CPU kernel's (it is serial), so timings compare like for like.
+    """
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def is_channels_last(input: Tensor) -> bool:
@@ -479,10 +531,11 @@ def roi_align_forward(
     Returns:
         Tensor[K, C, PH, PW]: contiguous, in ``input.dtype``.
     """
-    plan = _Plan(
-        input.shape, input.dtype, input.device, batch, boxes, pooled, spatial_scale, sampling_ratio, aligned, mode
-    )
-    return _untile(_forward(input, plan), plan)
+    with _one_thread(input.device):
+        plan = _Plan(
+            input.shape, input.dtype, input.device, batch, boxes, pooled, spatial_scale, sampling_ratio, aligned, mode
+        )
+        return _forward(input, plan)
 
 
 def roi_align_backward(
@@ -511,7 +564,8 @@ def roi_align_backward(
         Tensor[N, C, H, W] in ``grad_out.dtype``.
     """
     dtype, device = grad_out.dtype, grad_out.device
-    plan = _Plan(input_shape, dtype, device, batch, boxes, pooled, spatial_scale, sampling_ratio, aligned, mode)
-    if mode == "max":
-        _forward(input, plan)  # sets plan.argmax
-    return _backward(_tile(grad_out, plan), plan, dtype, channels_last)
+    with _one_thread(device):
+        plan = _Plan(input_shape, dtype, device, batch, boxes, pooled, spatial_scale, sampling_ratio, aligned, mode)
+        if mode == "max":
+            _forward(input, plan)  # sets plan.argmax
+        return _backward(grad_out, plan, dtype, channels_last)

@@ -246,8 +246,9 @@ def test_tall_output_matches_torchvision():
 
 
 @pytest.mark.parametrize("mode", ["avg", "max"])
-def test_tiled_outputs_equal_torchvision_and_the_untiled_kernel(monkeypatch, mode):
-    """Tiles of 64 bins (or, forced, 3) give the same crops and gradients as one plan."""
+def test_chunked_outputs_equal_torchvision_and_the_one_chunk_kernel(monkeypatch, mode):
+    """Budgets of one element force one box per chunk and sub-chunk and one channel per map block:
+    the same crops and gradients as one plan (and as torchvision)."""
     gen = torch.Generator().manual_seed(2)
     x = torch.randn(2, 3, 9, 11, generator=gen, dtype=torch.float64)
     rois = torch.tensor([[0, 1.0, 2, 7, 8], [1, 0, 0, 11, 9], [0, -3, -2, 4, 20], [1, 10.5, 8, 12, 9.5]],
@@ -261,27 +262,29 @@ def test_tiled_outputs_equal_torchvision_and_the_untiled_kernel(monkeypatch, mod
         return out, grad
 
     whole = run()
-    monkeypatch.setattr(_roi_align_kernel, "_MAX_TILE_BINS", 3)  # 3 x 2 tiles of 3 x 3 bins, with padding
-    tiled = run()
-    for a, b in zip(whole, tiled, strict=True):
+    for name in ("_GEOMETRY_ELEMENTS", "_BUCKET_ELEMENTS", "_MAP_BLOCK_ELEMENTS"):
+        monkeypatch.setattr(_roi_align_kernel, name, 1)
+    chunked = run()
+    for a, b in zip(whole, chunked, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
     if mode == "avg":
         torch.testing.assert_close(whole[0], tv_roi_align(x, rois, (7, 5), 1.0, 2, True))
 
 
 def test_plan_memory_grows_linearly_with_the_output():
-    """The interpolation matrices of one box, as the output doubles from 2000 to 4000 bins."""
+    """The bags of one box, as the output doubles from 2000 to 4000 bins on a 300-row map."""
 
     def plan_elements(bins):
         plan = _roi_align_kernel._Plan(
             (1, 1, 300, 8), torch.float32, torch.device("cpu"), torch.zeros(1, dtype=torch.long),
             torch.tensor([[0.0, 0, 8, 300]]), (bins, 1), 1.0, 2, True, "avg",
         )  # fmt: skip
-        return sum(b[1].numel() + b[2].numel() + b[3].numel() for b in plan.buckets)
+        bags = ("pixel", "weight", "offsets", "row", "row_weight", "row_offsets")
+        return sum(getattr(ch, name).numel() for ch in plan.chunks for name in bags)
 
     small, large = plan_elements(2000), plan_elements(4000)
-    assert large <= 2.2 * small  # linear (it was quadratic: 4x)
-    assert small < 2000 * 64 * 4  # at most one tile's row window per bin
+    assert large <= 2.2 * small  # linear (interpolation matrices [bins, rows touched] were quadratic: 4x)
+    assert small < 2000 * 64  # a constant per bin, not a row window of the 300-row map per bin
 
 
 PEAK_SCRIPT = textwrap.dedent(

@@ -549,3 +549,41 @@ def test_cuda_matches_torchvision(dtype):
         atol, gtol = TOL[dtype]
         torch.testing.assert_close(out, ref, atol=atol, rtol=atol)
         torch.testing.assert_close(g_our, g_ref, atol=gtol * max(1.0, float(g_ref.abs().max())), rtol=gtol)
+
+
+def _host_syncs(fn) -> int:
+    """How many CUDA host synchronisations ``fn()`` makes (torch's sync debug mode warns on each)."""
+    import warnings
+
+    torch.cuda.synchronize()
+    previous = torch.cuda.get_sync_debug_mode()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn()
+        finally:
+            torch.cuda.set_sync_debug_mode(previous)
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("sampling_ratio", [2, 0])
+def test_cuda_host_syncs_per_call_do_not_grow_with_the_boxes(sampling_ratio):
+    """A constant number of host syncs per call (data-dependent sizes read back once each), whatever
+    the number of boxes: a per-box readback would stall the GPU once per box."""
+    gen = torch.Generator().manual_seed(13)
+    x = torch.randn(2, 16, 64, 64, generator=gen).cuda()
+
+    def rois(k):
+        xy = torch.rand(k, 2, generator=gen) * 48
+        wh = torch.rand(k, 2, generator=gen) * 40 + 1
+        return torch.cat([torch.randint(0, 2, (k, 1), generator=gen).float(), xy, xy + wh], 1).cuda()
+
+    counts = {}
+    for k in (1, 8, 64, 200):  # one chunk of boxes each (_GEOMETRY_ELEMENTS)
+        r = rois(k)
+        roi_align(x, r, 14, 1.0, sampling_ratio, True)  # warm-up (lazy CUDA init syncs)
+        counts[k] = _host_syncs(lambda r=r: roi_align(x, r, 14, 1.0, sampling_ratio, True))
+    assert len(set(counts.values())) == 1, counts
+    assert counts[8] <= 12, counts  # the readbacks of one chunk of boxes (validation, plan sizes)
