@@ -98,8 +98,13 @@ def test_missing_bundled_file_is_refused(monkeypatch, tmp_path):
 # ------------------------------------------------------------------------------------------ roi-lab app / bench
 
 
-def test_app_config_becomes_flags_unless_the_environment_sets_them(monkeypatch):
-    config = ROOT / ".streamlit" / "config.toml"
+def test_app_config_becomes_flags_unless_the_environment_sets_them(monkeypatch, tmp_path):
+    # a config of the app's kind, written here: the app's own values may change (upload size for captures)
+    config = tmp_path / "config.toml"
+    config.write_text(
+        '[server]\nheadless = true\nmaxUploadSize = 50  # MiB\n\n[runner]\npostScriptGC = false\n\n'
+        '[theme]\nbase = "light"\n'
+    )
     monkeypatch.delenv("STREAMLIT_SERVER_MAX_UPLOAD_SIZE", raising=False)
     monkeypatch.delenv("STREAMLIT_RUNNER_POST_SCRIPT_GC", raising=False)
     flags = cli._config_flags(config)
@@ -110,6 +115,11 @@ def test_app_config_becomes_flags_unless_the_environment_sets_them(monkeypatch):
     assert not [f for f in flags if f.startswith("--server.maxUploadSize")]
     assert "--runner.postScriptGC=false" in flags
     assert cli._config_flags(ROOT / "no_such_config.toml") == []
+    # the app's own config: every setting becomes a flag
+    monkeypatch.delenv("STREAMLIT_SERVER_MAX_UPLOAD_SIZE")
+    app_flags = cli._config_flags(ROOT / ".streamlit" / "config.toml")
+    assert "--runner.postScriptGC=false" in app_flags and "--server.headless=true" in app_flags
+    assert [f for f in app_flags if f.startswith("--server.maxUploadSize=")]
 
 
 def test_app_runs_streamlit_on_the_router_with_the_config(monkeypatch):
