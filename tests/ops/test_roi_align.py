@@ -587,3 +587,29 @@ def test_cuda_host_syncs_per_call_do_not_grow_with_the_boxes(sampling_ratio):
         counts[k] = _host_syncs(lambda r=r: roi_align(x, r, 14, 1.0, sampling_ratio, True))
     assert len(set(counts.values())) == 1, counts
     assert counts[8] <= 12, counts  # the readbacks of one chunk of boxes (validation, plan sizes)
+
+
+def test_the_callers_thread_count_is_restored_after_the_call_and_after_an_error(monkeypatch):
+    """The CPU kernel runs on one intra-op thread (_one_thread) and gives the caller back its own count,
+    also when the kernel raises."""
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        x = torch.randn(1, 4, 16, 16)
+        rois = torch.tensor([[0.0, 1, 1, 9, 9]])
+        seen = []
+        real = roi_align_module._forward
+        monkeypatch.setattr(roi_align_module, "_forward", lambda *a: seen.append(torch.get_num_threads()) or real(*a))
+        expected = torchvision.ops.roi_align(x, rois, 3, 1.0, 2, True)
+        torch.testing.assert_close(roi_align(x, rois, 3, 1.0, 2, True), expected)
+        assert seen == [1] and torch.get_num_threads() == 2
+
+        def boom(*a):
+            raise RuntimeError("kernel failure")
+
+        monkeypatch.setattr(roi_align_module, "_forward", boom)
+        with pytest.raises(RuntimeError, match="kernel failure"):
+            roi_align(x, rois, 3, 1.0, 2, True)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(previous)
