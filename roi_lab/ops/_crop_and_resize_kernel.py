@@ -114,16 +114,9 @@ def _kernel(
                 top_left, top_right = gather(sl, top, left), gather(sl, top, right)  # [k, ch, CW, C] each
                 bottom_left, bottom_right = gather(sl, bottom, left), gather(sl, bottom, right)  # [k, ch, CW, C] each
                 # TF's exact expression: lerp along x on the top and bottom rows, then along y.
-                # a + (b - a) * w with TF's roundings (torch.lerp and addcmul round differently). In place or
-                # not, each step is the same rounded float operation: only the allocations differ.
-                if in_place:
-                    upper = top_right.sub_(top_left).mul_(x_lerp).add_(top_left)  # [k, ch, CW, C]
-                    lower = bottom_right.sub_(bottom_left).mul_(x_lerp).add_(bottom_left)  # [k, ch, CW, C]
-                    out = lower.sub_(upper).mul_(y_lerp).add_(upper)  # [k, ch, CW, C]
-                else:
-                    upper = ((top_right - top_left) * x_lerp).add_(top_left)  # [k, ch, CW, C]
-                    lower = ((bottom_right - bottom_left) * x_lerp).add_(bottom_left)  # [k, ch, CW, C]
-                    out = ((lower - upper) * y_lerp).add_(upper)  # [k, ch, CW, C]
+                upper = _tf_lerp(top_left, top_right, x_lerp, in_place)  # [k, ch, CW, C]
+                lower = _tf_lerp(bottom_left, bottom_right, x_lerp, in_place)  # [k, ch, CW, C]
+                out = _tf_lerp(upper, lower, y_lerp, in_place)  # [k, ch, CW, C]
             valid = (valid_y[sl, rs, None] & valid_x[sl, None, :])[..., None]  # [k, ch, CW, 1]
             crops_nhwc[sl, rs] = out.masked_fill_(~valid, extrapolation_value)  # cast to image.dtype
     return crops_nhwc.permute(0, 3, 1, 2)  # [K, C, CH, CW]
@@ -190,6 +183,16 @@ def crop_and_resize_double_backward(
         lambda g, im, bx: crop_and_resize_backward(g, im, bx, box_indices, *args), grad, image, boxes_norm
     )
     return vjp((grad_grad_image, grad_grad_boxes))
+
+
+def _tf_lerp(a: Tensor, b: Tensor, weight: Tensor, in_place: bool) -> Tensor:
+    """``a + (b - a) * weight`` with TF's roundings (torch.lerp and addcmul round differently).
+
+    ``in_place`` overwrites ``b`` (no graph is recorded then); otherwise ``b - a`` stays intact for the
+    gradient of ``weight``. Either way each step is the same rounded float operation: the same bits.
+    """
+    diff = b.sub_(a) if in_place else b - a
+    return (diff.mul_(weight) if in_place else diff * weight).add_(a)
 
 
 def _floor_ceil_lerp(pos: Tensor, size: int) -> tuple[Tensor, Tensor, Tensor]:
