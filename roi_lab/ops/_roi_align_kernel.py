@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -64,6 +65,117 @@ _MAX_SAMPLES_PER_BOX_MAX_MODE = 1 << 22
 
 
 # --------------------------------------------------------------------------------------------------
+# the planner's array operations: numpy for a CPU forward, torch elsewhere
+
+
+class _TorchOps:
+    """The planner's array operations on torch tensors of one device: CUDA (the plan stays on the
+    device: no copies, a constant number of host syncs) and every backward."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        # the functions both libraries have with the same arguments (positional: dim / axis, min / max)
+        self.where, self.minimum, self.floor, self.ceil = torch.where, torch.minimum, torch.floor, torch.ceil
+        self.stack, self.cat, self.cumsum, self.zeros_like = torch.stack, torch.cat, torch.cumsum, torch.zeros_like
+        self.amin, self.amax, self.clamp, self.floordiv = torch.amin, torch.amax, torch.clamp, torch.floor_divide
+
+    def array(self, values, dtype: torch.dtype):
+        return torch.tensor(values, dtype=dtype, device=self.device)
+
+    def arange(self, n: int):
+        return torch.arange(n, device=self.device)
+
+    def zeros(self, n: int):
+        return torch.zeros(n, dtype=torch.long, device=self.device)
+
+    def full(self, shape, value: int):
+        return torch.full(shape, value, dtype=torch.long, device=self.device)
+
+    def from_torch(self, t: Tensor):
+        return t
+
+    def to_torch(self, a) -> Tensor:
+        return a
+
+    def cast(self, a, dtype: torch.dtype):
+        return a.to(dtype)
+
+    def cast_like(self, a, like):
+        return a.to(like.dtype)
+
+    def take(self, a, index):
+        return a.index_select(0, index)
+
+    def flatnonzero(self, mask):
+        return mask.reshape(-1).nonzero()[:, 0]
+
+    def repeat(self, values, counts, total: int):
+        return torch.repeat_interleave(values, counts, output_size=total)
+
+    def broadcast(self, a, shape):
+        return a.expand(shape)
+
+    def tolist(self, a) -> list:
+        return a.tolist()  # host sync
+
+
+_NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64, torch.long: np.int64, torch.bool: np.bool_}
+
+
+class _NumpyOps(_TorchOps):
+    """The same operations on numpy arrays, for a forward on the CPU: a numpy call on a small array
+    costs ~1 us against ~5-10 us for a torch op, and the planner is a few hundred of them (the fixed
+    cost of a small call). Every float operation is the same IEEE operation on the same dtype as with
+    torch (elementwise add / sub / mul / div / floor / ceil, correctly rounded in both), and every
+    integer the same, so the plan, and the crops, are the same bits (tests compare the two)."""
+
+    def __init__(self) -> None:
+        super().__init__(torch.device("cpu"))
+        self.where, self.minimum, self.floor, self.ceil = np.where, np.minimum, np.floor, np.ceil
+        self.stack, self.cat, self.cumsum, self.zeros_like = np.stack, np.concatenate, np.cumsum, np.zeros_like
+        self.amin, self.amax, self.clamp, self.floordiv = np.amin, np.amax, np.clip, np.floor_divide
+
+    def array(self, values, dtype: torch.dtype):
+        return np.array(values, dtype=_NUMPY_DTYPES[dtype])
+
+    def arange(self, n: int):
+        return np.arange(n, dtype=np.int64)
+
+    def zeros(self, n: int):
+        return np.zeros(n, dtype=np.int64)
+
+    def full(self, shape, value: int):
+        return np.full(shape, value, dtype=np.int64)
+
+    def from_torch(self, t: Tensor):
+        return t.numpy()
+
+    def to_torch(self, a) -> Tensor:
+        return torch.from_numpy(np.require(a, requirements=("C", "W")))  # a copy only of a broadcast view
+
+    def cast(self, a, dtype: torch.dtype):
+        return a.astype(_NUMPY_DTYPES[dtype])
+
+    def cast_like(self, a, like):
+        return a.astype(like.dtype)
+
+    def take(self, a, index):
+        return a[index]
+
+    def flatnonzero(self, mask):
+        return np.flatnonzero(mask)
+
+    def repeat(self, values, counts, total: int):
+        return np.repeat(values, counts)
+
+    def broadcast(self, a, shape):
+        return np.broadcast_to(a, shape)
+
+    def tolist(self, a) -> list:
+        return a.tolist()
+
+
+# --------------------------------------------------------------------------------------------------
 # geometry: per-axis taps
 
 
@@ -72,7 +184,7 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
-def _box_geometry(boxes: Tensor, pooled: tuple[int, int], scale: float, sampling_ratio: int, aligned: bool):
+def _box_geometry(boxes: Tensor, pooled: tuple[int, int], scale: float, sampling_ratio: int, aligned: bool, ops):
     """Start, bin size and grid per box and axis, rounded exactly like the compiled kernel.
 
     The kernel computes ``x * spatial_scale - offset`` in double and stores it in the input dtype,
@@ -82,79 +194,80 @@ def _box_geometry(boxes: Tensor, pooled: tuple[int, int], scale: float, sampling
     which moves samples by up to 1/128 px near x = 10 and flips the in-map test at the border.
 
     Returns:
-        start, bin_size (Tensor[2, K]): (y, x) in the geometry dtype. grid (Tensor[2, K] int64).
+        start, bin_size ([2, K]): (y, x) in the geometry dtype. grid ([2, K] int64). Arrays of ``ops``.
     """
     dtype = torch.float32 if boxes.dtype in (torch.float16, torch.bfloat16) else boxes.dtype
     offset = 0.5 if aligned else 0.0
-    coords = (boxes.double() * scale - offset).to(dtype)  # [K, 4] x1 y1 x2 y2, feature px
-    yx = coords.T.flip(0)  # [4, K] y2 x2 y1 x1
-    start = yx[2:]  # [2, K] (y, x)
-    size = yx[:2] - start  # [2, K]
+    coords = ops.from_torch((boxes.double() * scale - offset).to(dtype))  # [K, 4] x1 y1 x2 y2, feature px
+    start = ops.stack([coords[:, 1], coords[:, 0]])  # [2, K] (y, x)
+    size = ops.stack([coords[:, 3], coords[:, 2]]) - start  # [2, K]
     if not aligned:
-        size = size.clamp_min(1.0)
-    bins = torch.tensor(pooled, dtype=dtype, device=boxes.device)[:, None]  # [2, 1]
+        size = ops.clamp(size, 1.0, None)
+    bins = ops.array(pooled, dtype)[:, None]  # [2, 1]
     bin_size = size / bins  # [2, K]
     if sampling_ratio > 0:
-        grid = torch.full_like(bin_size, sampling_ratio, dtype=torch.long)  # [2, K]
+        grid = ops.full(bin_size.shape, sampling_ratio)  # [2, K]
     else:  # clamped before the cast so that a huge box cannot overflow int64 (the plan then refuses it)
-        grid = torch.ceil(size / bins).clamp(0, _MAX_SAMPLES_PER_AXIS + 1).long()  # [2, K]
+        grid = ops.cast(ops.clamp(ops.ceil(size / bins), 0, _MAX_SAMPLES_PER_AXIS + 1), torch.long)  # [2, K]
     return start, bin_size, grid
 
 
-def _axis_units(start: Tensor, bin_size: Tensor, grid: Tensor, bins: int, extent: int, n_grid: int,
-                per_sample: bool, compute: torch.dtype):  # fmt: skip
+def _axis_units(start, bin_size, grid, bins: int, extent: int, n_grid: int, per_sample: bool,
+                compute: torch.dtype, ops):  # fmt: skip
     """Bilinear taps along one axis, grouped into units: a bin (avg, its grid's 2 x G taps) or one
     sample (max mode, 2 taps).
 
     Args:
-        start, bin_size (Tensor[K]): in the geometry dtype. grid (Tensor[K] int64): samples per bin.
+        start, bin_size ([K]): in the geometry dtype. grid ([K] int64): samples per bin.
         bins: PH or PW. extent: H or W. n_grid: the largest grid of the call (G).
         per_sample: False for avg units; True for max mode, which pads short grids by repeating
             their last sample (a repeat never changes a max, nor its first position).
+        ops: the array operations (:class:`_TorchOps` or :class:`_NumpyOps`).
 
     Returns:
-        index (Tensor[K, U, T] int64): feature row (col) of each tap, U = bins (avg) or bins * G
+        index ([K, U, T] int64): feature row (col) of each tap, U = bins (avg) or bins * G
             (max), T = 2 * G (avg) or 2, ordered (sample, low/high).
-        weight (Tensor[K, U, T]): in ``compute``; 1 - frac / frac, like the compiled kernel's.
-        valid (Tensor[K, U, T] bool): the tap's sample is in [-1, extent] (the kernel skips others)
+        weight ([K, U, T]): in ``compute``; 1 - frac / frac, like the compiled kernel's.
+        valid ([K, U, T] bool): the tap's sample is in [-1, extent] (the kernel skips others)
             and is one of the box's ``grid`` samples.
     """
     k = start.shape[0]
-    dtype, device = start.dtype, start.device
-    g = grid.clamp_min(1)  # [K]
-    i = torch.arange(n_grid, device=device)  # [G]
-    i_eff = (torch.minimum(i, g[:, None] - 1)[:, None, :] if per_sample else i).to(dtype)  # [K, 1, G] or [G]
-    p = torch.arange(bins, device=device, dtype=dtype)  # [P]
+    g = ops.clamp(grid, 1, None)  # [K]
+    i = ops.arange(n_grid)  # [G]
+    i_eff = ops.cast_like(ops.minimum(i, g[:, None] - 1)[:, None, :] if per_sample else i, start)  # [K, 1, G] or [G]
+    p = ops.cast_like(ops.arange(bins), start)  # [P]
     b = bin_size[:, None, None]  # [K, 1, 1]
     # same operation order as the compiled kernel: (start + p * bin) + ((i + .5) * bin) / grid
-    pos = (start[:, None, None] + p[:, None] * b) + ((i_eff + 0.5) * b) / g[:, None, None].to(dtype)  # [K, P, G]
+    pos = (start[:, None, None] + p[:, None] * b) + ((i_eff + 0.5) * b) / ops.cast_like(g[:, None, None], start)
     valid = (pos >= -1.0) & (pos <= extent) & (grid[:, None, None] > 0)  # [K, P, G]
     if not per_sample:
-        valid &= i < grid[:, None, None]
-    y = pos.clamp_min(0.0)
-    low = y.floor()
+        valid = valid & (i < grid[:, None, None])
+    y = ops.clamp(pos, 0.0, None)
+    low = ops.floor(y)
     last = low >= extent - 1
-    low_i = torch.where(last, extent - 1, low.long())  # [K, P, G]
-    high_i = torch.where(last, extent - 1, low_i + 1)
-    frac = torch.where(last, torch.zeros_like(y), y - low)  # [K, P, G] in the geometry dtype, like the kernel
-    index = torch.stack([low_i, high_i], -1)  # [K, P, G, 2]
-    weight = torch.stack([1.0 - frac, frac], -1).to(compute)  # [K, P, G, 2]
-    valid = valid[..., None].expand(index.shape).contiguous()
+    low_i = ops.where(last, extent - 1, ops.cast(low, torch.long))  # [K, P, G]
+    high_i = ops.where(last, extent - 1, low_i + 1)
+    frac = ops.where(last, ops.zeros_like(y), y - low)  # [K, P, G] in the geometry dtype, like the kernel
+    index = ops.stack([low_i, high_i], -1)  # [K, P, G, 2]
+    weight = ops.cast(ops.stack([1.0 - frac, frac], -1), compute)  # [K, P, G, 2]
+    valid = ops.broadcast(valid[..., None], index.shape)
     units, taps = (bins * n_grid, 2) if per_sample else (bins, 2 * n_grid)
     return index.reshape(k, units, taps), weight.reshape(k, units, taps), valid.reshape(k, units, taps)
 
 
-def _bags(index: Tensor, weight: Tensor, valid: Tensor):
+def _bags(index, weight, valid, ops):
     """Flat bags from dense [B, L] entries, the invalid ones dropped.
 
     Returns:
-        index (Tensor[E] int64), weight (Tensor[E]), offsets (Tensor[B + 1] int64): bag ``b`` is
+        index ([E] int64), weight ([E]), offsets ([B + 1] int64): bag ``b`` is
         ``index[offsets[b]:offsets[b + 1]]``, the entries in their original order.
     """
-    offsets = torch.zeros(index.shape[0] + 1, dtype=torch.long, device=index.device)
-    torch.cumsum(valid.sum(1), 0, out=offsets[1:])
-    keep = valid.reshape(-1).nonzero()[:, 0]  # host sync: how many entries remain
-    return index.reshape(-1).index_select(0, keep), weight.reshape(-1).index_select(0, keep), offsets
+    if bool(valid.all()):  # host sync; the common case, every sample on the map: the entries as they are
+        return index.reshape(-1), weight.reshape(-1), ops.arange(index.shape[0] + 1) * index.shape[1]
+    offsets = ops.zeros(index.shape[0] + 1)
+    offsets[1:] = ops.cumsum(valid.sum(1), 0)
+    keep = ops.flatnonzero(valid)  # host sync: how many entries remain
+    return ops.take(index.reshape(-1), keep), ops.take(weight.reshape(-1), keep), offsets
 
 
 def _embedding_bag(table: Tensor, index: Tensor, offsets: Tensor, weight: Tensor) -> Tensor:
@@ -162,14 +275,13 @@ def _embedding_bag(table: Tensor, index: Tensor, offsets: Tensor, weight: Tensor
     return torch.embedding_bag(table, index, offsets, False, 0, False, weight, True)[0]
 
 
-def _cuts(cost: Tensor, budget: int) -> Tensor:
+def _cuts(cost, budget: int, ops):
     """First box of each chunk: box ``j`` starts a new chunk where the cost before it crosses a multiple
-    of ``budget`` (chunks cost about ``budget``, and hold at least one box). Tensor[chunks] int64."""
-    before = cost.cumsum(0) - cost  # [k]
-    chunk = torch.div(before, budget, rounding_mode="floor")
-    starts = torch.ones_like(chunk, dtype=torch.bool)
-    starts[1:] = chunk[1:] != chunk[:-1]
-    return starts.nonzero()[:, 0]  # host sync (its length)
+    of ``budget`` (chunks cost about ``budget``, and hold at least one box). [chunks] int64."""
+    before = ops.cumsum(cost, 0) - cost  # [k]
+    chunk = ops.floordiv(before, budget)
+    starts = chunk != ops.cat([chunk[:1] - 1, chunk[:-1]])
+    return ops.flatnonzero(starts)  # host sync (its length)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -187,65 +299,111 @@ class _Chunk:
             stage-1 rows of its sub-chunk.
         subs: per sub-chunk (boxes k0:k1, stage-1 bags (pixel, offsets, weight), stage-2 bags (row,
             offsets, weight)), the entries as views and the offsets rebased to them.
+        layout: "padded" (the chunk is one sub-chunk, its rows a dense grid: :meth:`_padded`) or
+            "ragged" (rows listed per box, cut into sub-chunks).
         count (Tensor[k] compute dtype): the avg divisor per box, ``max(grid_y * grid_x, 1)``.
     """
 
     def __init__(self, plan: _Plan, k0: int, k1: int, units) -> None:
         n, c, h, w = plan.shape
+        ops = plan.ops
         (yi, yw, yv), (xi, xw, xv), columns, taps_mode, lo, s_tap = units
         k, uy, ty = yi.shape
         ux, tx = xi.shape[1:]
         t = ux * tx  # x taps per box
-        device = yi.device
         self.k0, self.k1 = k0, k1
         self.count = plan.count[k0:k1]
         self.units = units
+        self._transposed = None
+        slots = int(ops.amax(columns, 0))  # host sync: the most columns of a box
+        self.layout = "padded" if k * uy * (slots + ux) <= plan.rows_budget else "ragged"
+        if self.layout == "padded":  # one sub-chunk: `slots` rows per (box, y unit)
+            self._padded(plan, units, slots)
+            return
         n_rows = columns * uy  # [k] stage-1 rows per box
-        row_end = n_rows.cumsum(0)
+        row_end = ops.cumsum(n_rows, 0)
         row_start = row_end - n_rows  # [k]
         # sub-chunks: boxes whose stage-1 rows and outputs fit the cache budget
-        first = _cuts(n_rows + uy * ux, plan.rows_budget)  # [S] first box of each sub-chunk
-        sub = torch.zeros(k, dtype=torch.long, device=device)
-        sub.index_fill_(0, first, 1)
-        sub_start = row_start.index_select(0, first).index_select(0, sub.cumsum(0) - 1)  # [k]
+        first = _cuts(n_rows + uy * ux, plan.rows_budget, ops)  # [S] first box of each sub-chunk
+        sub = ops.zeros(k)
+        sub[first] = 1
+        sub_start = ops.take(ops.take(row_start, first), ops.cumsum(sub, 0) - 1)  # [k]
         local_start = row_start - sub_start  # [k] first row within its sub-chunk
-        bounds = torch.cat([first, first.new_tensor([k])])  # [S + 1]
-        row_bounds = torch.cat([row_start, row_end[-1:]]).index_select(0, bounds)  # [S + 1]
+        bounds = ops.cat([first, ops.array([k], torch.long)])  # [S + 1]
+        row_bounds = ops.take(ops.cat([row_start, row_end[-1:]]), bounds)  # [S + 1]
         self.rows = rows = int(row_end[-1])  # host sync: the size of the stage-1 table
         # stage 1: row r -> (box kr, y unit u, column s); its bag is the unit's y taps at that column
-        kr = torch.repeat_interleave(torch.arange(k, device=device), n_rows, output_size=rows)  # [R]
-        local = torch.arange(rows, device=device) - row_start.index_select(0, kr)  # [R]
-        width = columns.index_select(0, kr)  # [R]
-        u = torch.div(local, width, rounding_mode="floor")  # [R]
+        kr = ops.repeat(ops.arange(k), n_rows, rows)  # [R]
+        local = ops.arange(rows) - ops.take(row_start, kr)  # [R]
+        width = ops.take(columns, kr)  # [R]
+        u = ops.floordiv(local, width)  # [R]
         s = local - u * width  # [R]
-        tap_column = xi.view(-1).index_select(0, kr * t + s.clamp_max(t - 1))  # [R] (taps mode)
-        column = torch.where(taps_mode.index_select(0, kr), tap_column, lo.index_select(0, kr) + s)  # [R] feature col
+        tap_column = ops.take(xi.reshape(-1), kr * t + ops.clamp(s, None, t - 1))  # [R] (taps mode)
+        column = ops.where(ops.take(taps_mode, kr), tap_column, ops.take(lo, kr) + s)  # [R] feature col
         unit = kr * uy + u  # [R]
-        image_row = plan.batch[k0:k1].index_select(0, kr) * h  # [R]
-        pixel = (image_row[:, None] + yi.view(-1, ty).index_select(0, unit)) * w + column[:, None]  # [R, Ty]
-        self.pixel, self.weight, self.offsets = _bags(
-            pixel, yw.view(-1, ty).index_select(0, unit), yv.view(-1, ty).index_select(0, unit)
+        image_row = ops.take(plan.batch_index[k0:k1], kr) * h  # [R]
+        pixel = (image_row[:, None] + ops.take(yi.reshape(-1, ty), unit)) * w + column[:, None]  # [R, Ty]
+        pixel, weight, offsets = _bags(
+            pixel, ops.take(yw.reshape(-1, ty), unit), ops.take(yv.reshape(-1, ty), unit), ops
         )  # [E1], [E1], [R + 1]
         # stage 2: output (box, y unit, x unit) -> its x taps' stage-1 rows of that y unit
-        base = local_start[:, None] + torch.arange(uy, device=device) * columns[:, None]  # [k, Uy]
+        base = local_start[:, None] + ops.arange(uy) * columns[:, None]  # [k, Uy]
         row = base[:, :, None] + s_tap[:, None, :]  # [k, Uy, Ux * Tx]
-        self.row, self.row_weight, self.row_offsets = _bags(
-            row.view(-1, tx), xw.view(k, 1, t).expand(k, uy, t).reshape(-1, tx),
-            xv.view(k, 1, t).expand(k, uy, t).reshape(-1, tx),
+        row, row_weight, row_offsets = _bags(
+            row.reshape(-1, tx), ops.broadcast(xw.reshape(k, 1, t), (k, uy, t)).reshape(-1, tx),
+            ops.broadcast(xv.reshape(k, 1, t), (k, uy, t)).reshape(-1, tx), ops,
         )  # [E2], [E2], [k * Uy * Ux + 1]
         self._kr, self._s = kr, s
-        self._transposed = None
         # per sub-chunk: views of the entries, offsets rebased to them (one host sync for all bounds)
         out_bounds = bounds * (uy * ux)
-        limits = torch.stack(
-            [bounds, row_bounds, self.offsets.index_select(0, row_bounds), self.row_offsets.index_select(0, out_bounds)]
+        limits = ops.tolist(
+            ops.stack([bounds, row_bounds, ops.take(offsets, row_bounds), ops.take(row_offsets, out_bounds)]).T
         )
+        self.pixel, self.weight, self.offsets = (ops.to_torch(a) for a in (pixel, weight, offsets))
+        self.row, self.row_weight, self.row_offsets = (ops.to_torch(a) for a in (row, row_weight, row_offsets))
         self.subs = []
-        for (a, r0, e0, f0), (b, r1, e1, f1) in _pairs(limits.T.tolist()):
+        for (a, r0, e0, f0), (b, r1, e1, f1) in _pairs(limits):
             stage1 = (self.pixel[e0:e1], self.offsets[r0 : r1 + 1] - e0, self.weight[e0:e1])
             o0, o1 = a * uy * ux, b * uy * ux
             stage2 = (self.row[f0:f1], self.row_offsets[o0 : o1 + 1] - f0, self.row_weight[f0:f1])
             self.subs.append((k0 + a, k0 + b, stage1, stage2))
+
+    def _padded(self, plan: _Plan, units, slots: int) -> None:
+        """The same bags for a chunk that is one sub-chunk, with every (box, y unit) given ``slots``
+        stage-1 rows: the rows are a dense [k, Uy, slots] grid, planned in a few broadcasts instead of
+        ragged lists. The rows past a box's columns are never read by stage 2; they pool its last column
+        again, so that they drop nothing from a plan whose taps are all on the map. Every row that is
+        read holds the same entries in the same order as in the ragged plan: the same bits."""
+        n, c, h, w = plan.shape
+        ops = plan.ops
+        (yi, yw, yv), (xi, xw, xv), columns, taps_mode, lo, s_tap = units
+        k, uy, ty = yi.shape
+        ux, tx = xi.shape[1:]
+        t = ux * tx
+        slot = ops.minimum(ops.arange(slots), ops.clamp(columns - 1, 0, None)[:, None])  # [k, S] past the end: the last
+        tap_column = ops.take(xi.reshape(-1), (ops.arange(k)[:, None] * t + slot).reshape(-1)).reshape(k, slots)
+        column = ops.where(taps_mode[:, None], tap_column, lo[:, None] + slot)  # [k, S] feature col (taps mode: tap)
+        column = ops.clamp(column, 0, w - 1)  # a box with no column on the map: any column, never read
+        image_row = plan.batch_index[self.k0 : self.k1] * h  # [k]
+        pixel = (image_row[:, None, None, None] + yi[:, :, None, :]) * w + column[:, None, :, None]  # [k, Uy, S, Ty]
+        shape = (k, uy, slots, ty)
+        pixel, weight, offsets = _bags(
+            pixel.reshape(-1, ty), ops.broadcast(yw[:, :, None, :], shape).reshape(-1, ty),
+            ops.broadcast(yv[:, :, None, :], shape).reshape(-1, ty), ops,
+        )  # [E1], [E1], [k * Uy * S + 1]
+        base = (ops.arange(k)[:, None] * uy + ops.arange(uy)) * slots  # [k, Uy] first row of (box, unit)
+        row = base[:, :, None] + s_tap[:, None, :]  # [k, Uy, Ux * Tx]
+        row, row_weight, row_offsets = _bags(
+            row.reshape(-1, tx), ops.broadcast(xw.reshape(k, 1, t), (k, uy, t)).reshape(-1, tx),
+            ops.broadcast(xv.reshape(k, 1, t), (k, uy, t)).reshape(-1, tx), ops,
+        )  # [E2], [E2], [k * Uy * Ux + 1]
+        self.rows = k * uy * slots
+        self._kr = ops.floordiv(ops.arange(self.rows), uy * slots)  # [R] box and column of each row (the backward's)
+        self._s = ops.arange(self.rows) % slots  # [R]
+        self.pixel, self.weight, self.offsets = (ops.to_torch(a) for a in (pixel, weight, offsets))
+        self.row, self.row_weight, self.row_offsets = (ops.to_torch(a) for a in (row, row_weight, row_offsets))
+        stage1, stage2 = (self.pixel, self.offsets, self.weight), (self.row, self.row_offsets, self.row_weight)
+        self.subs = [(self.k0, self.k1, stage1, stage2)]
 
     def transposed(self, plan: _Plan):
         """The same bags, transposed for the backward: (stage 2^T, one bag per stage-1 row over output
@@ -265,7 +423,9 @@ class _Chunk:
             source = out_unit[:, :, None] + torch.div(order, tx, rounding_mode="floor")[:, None, :]  # [k, Uy, T]
             weight = xw.reshape(k, t).gather(1, order)[:, None, :].expand(k, uy, t)
             keep = (key_sorted < t)[:, None, :].expand(k, uy, t)
-            source, weight, _ = _bags(source.reshape(k * uy, t), weight.reshape(k * uy, t), keep.reshape(k * uy, t))
+            source, weight, _ = _bags(
+                source.reshape(k * uy, t), weight.reshape(k * uy, t), keep.reshape(k * uy, t), plan.ops
+            )
             # entries per stage-1 row (kr, u, s): the valid taps of box kr on column s
             per_column = torch.zeros(k, t + 1, dtype=torch.long, device=device).scatter_add_(
                 1, key, torch.ones_like(key)
@@ -295,13 +455,14 @@ class _Plan:
     per chunk of boxes the two stages' bags (:class:`_Chunk`)."""
 
     def __init__(self, shape, dtype, device, batch: Tensor, boxes: Tensor, pooled, scale, sampling_ratio, aligned,
-                 mode):  # fmt: skip
+                 mode, ops=None):  # fmt: skip
         n, c, h, w = shape
         self.shape = (n, c, h, w)
         self.pooled = pooled  # (PH, PW)
         self.compute = _compute_dtype(dtype)
         self.mode = mode
         self.batch = batch
+        self.ops = ops = _TorchOps(device) if ops is None else ops
         per_sample = mode == "max"
         k = boxes.shape[0]
         self.chunks: list[_Chunk] = []
@@ -309,14 +470,15 @@ class _Plan:
         self.block = 1
         if k == 0:
             return
-        start, bin_size, grid = _box_geometry(boxes, pooled, scale, sampling_ratio, aligned)  # [2, K] each
+        self.batch_index = ops.from_torch(batch)
+        start, bin_size, grid = _box_geometry(boxes, pooled, scale, sampling_ratio, aligned, ops)  # [2, K] each
         if sampling_ratio > 0:
             grid_max = [sampling_ratio, sampling_ratio]
         else:
-            grid_max = grid.clamp_min(1).amax(1).tolist()  # host sync: the adaptive grids' extent
+            grid_max = ops.tolist(ops.amax(ops.clamp(grid, 1, None), 1))  # host sync: the adaptive grids' extent
         self._check_grids(grid_max, grid, batch, boxes, bin_size, pooled, scale, sampling_ratio, per_sample)
         self.grid_max = gy, gx = grid_max
-        self.count = (grid[0] * grid[1]).clamp_min(1).to(self.compute)  # [K]
+        self.count = ops.to_torch(ops.cast(ops.clamp(grid[0] * grid[1], 1, None), self.compute))  # [K]
         ph, pw = pooled
         uy, ty = (ph * gy, 2) if per_sample else (ph, 2 * gy)
         ux, tx = (pw * gx, 2) if per_sample else (pw, 2 * gx)
@@ -329,16 +491,16 @@ class _Plan:
         for g0 in range(0, k, group):
             g1 = min(k, g0 + group)
             sl = slice(g0, g1)
-            yu = _axis_units(start[0, sl], bin_size[0, sl], grid[0, sl], ph, h, gy, per_sample, self.compute)
-            xu = _axis_units(start[1, sl], bin_size[1, sl], grid[1, sl], pw, w, gx, per_sample, self.compute)
-            xi, xv = xu[0].view(-1, t), xu[2].view(-1, t)  # [k, T]
-            lo = torch.where(xv, xi, w).amin(1)  # [k] the box's first tapped column
-            hi = torch.where(xv, xi, -1).amax(1)
-            window = (hi - lo + 1).clamp_min(0)  # [k] 0 when no sample of the box is on the map
+            yu = _axis_units(start[0, sl], bin_size[0, sl], grid[0, sl], ph, h, gy, per_sample, self.compute, ops)
+            xu = _axis_units(start[1, sl], bin_size[1, sl], grid[1, sl], pw, w, gx, per_sample, self.compute, ops)
+            xi, xv = xu[0].reshape(-1, t), xu[2].reshape(-1, t)  # [k, T]
+            lo = ops.amin(ops.where(xv, xi, w), 1)  # [k] the box's first tapped column
+            hi = ops.amax(ops.where(xv, xi, -1), 1)
+            window = ops.clamp(hi - lo + 1, 0, None)  # [k] 0 when no sample of the box is on the map
             taps_mode = window > t  # a wide box: its taps, not its window, are the columns
-            columns = torch.where(taps_mode, t, window)  # [k]
-            s_tap = torch.where(taps_mode[:, None], torch.arange(t, device=device), xi - lo[:, None])  # [k, T]
-            cuts = _cuts(columns * (uy * ty) + uy * t, _GEOMETRY_ELEMENTS).tolist() + [g1 - g0]
+            columns = ops.where(taps_mode, t, window)  # [k]
+            s_tap = ops.where(taps_mode[:, None], ops.arange(t), xi - lo[:, None])  # [k, T]
+            cuts = ops.tolist(_cuts(columns * (uy * ty) + uy * t, _GEOMETRY_ELEMENTS, ops)) + [g1 - g0]
             for a, b in _pairs(cuts):
                 units = (
                     tuple(x[a:b] for x in yu), tuple(x[a:b] for x in xu), columns[a:b], taps_mode[a:b], lo[a:b],
@@ -373,6 +535,7 @@ class _Plan:
                 fix="pass a smaller sampling_ratio (2 is torchvision's and detectron2's choice) or output_size",
             )
         if samples > _MAX_SAMPLES_PER_AXIS:
+            grid, bin_size = torch.as_tensor(grid), torch.as_tensor(bin_size)  # an error: numpy arrays as tensors
             row = int((grid * torch.tensor(pooled, device=grid.device)[:, None]).amax(0).argmax())
             roi = [float(batch[row])] + boxes[row].tolist()
             span = max(math.ceil(v) for v in bin_size[:, row].tolist())  # the adaptive grid, before its clamp
@@ -531,10 +694,12 @@ def roi_align_forward(
     Returns:
         Tensor[K, C, PH, PW]: contiguous, in ``input.dtype``.
     """
+    ops = _NumpyOps() if input.device.type == "cpu" else None
     with _one_thread(input.device):
         plan = _Plan(
-            input.shape, input.dtype, input.device, batch, boxes, pooled, spatial_scale, sampling_ratio, aligned, mode
-        )
+            input.shape, input.dtype, input.device, batch, boxes, pooled, spatial_scale, sampling_ratio, aligned, mode,
+            ops,
+        )  # fmt: skip
         return _forward(input, plan)
 
 

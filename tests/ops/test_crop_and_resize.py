@@ -131,6 +131,30 @@ def test_chunked_kernel_matches_one_chunk(monkeypatch):
     torch.testing.assert_close(grad_chunked, grad_whole)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("chunk", [1 << 17, 64])  # the default, and one crop row (or less) per chunk
+def test_fused_forward_gives_the_bits_of_the_differentiable_kernel(dtype, layout, chunk, monkeypatch):
+    """The forward (one gather of the four corners, the top and bottom rows lerped together, the last add
+    written into the crops) against the kernel the backward replays (four gathers, one lerp at a time):
+    the same float operations in the same order, so equal bits for every dtype, layout and chunking, also
+    with samples outside the image (extrapolated) and crops of one row or column."""
+    gen = torch.Generator().manual_seed(chunk)
+    image = torch.randn(2, 5, 9, 13, generator=gen).to(dtype)
+    if layout == "channels_last":
+        image = image.contiguous(memory_format=torch.channels_last)
+    boxes = torch.rand(23, 4, generator=gen) * 1.4 - 0.2  # some corners outside [0, 1], some boxes flipped
+    index = torch.randint(0, 2, (23,), generator=gen)
+    monkeypatch.setattr(car_module, "_FORWARD_CHUNK_ELEMENTS", chunk)
+    for crop in [(7, 5), (1, 4), (3, 1), (40, 2)]:
+        fused = car_module.crop_and_resize_forward(image, boxes, index, *crop, "bilinear", -2.5)
+        with torch.no_grad():
+            reference = car_module._kernel(image, boxes, index, *crop, "bilinear", -2.5)
+        assert (fused == -2.5).any() and (fused != -2.5).any()  # extrapolated and sampled outputs both
+        assert torch.equal(fused, reference), crop  # exact by construction (see _bilinear_forward)
+        assert fused.is_contiguous(memory_format=car_module.output_format(image))
+
+
 # ----------------------------------------------------------------------------- TF's published values
 # tensorflow/core/kernels/image/crop_and_resize_op_test.cc: image [[1, 2], [3, 4]] or arange(1, 10) 3x3.
 I2 = [[1, 2], [3, 4]]
