@@ -29,6 +29,16 @@ _CHUNK_ELEMENTS = 1 << 18
 _FORWARD_CHUNK_ELEMENTS = 1 << 17
 
 
+def pixel_rows(image: Tensor) -> Tensor:
+    """One row of C values per pixel, Tensor[N*H*W, C]: a view for a channels_last image, else one copy of
+    the map (never one per box). Gathering whole rows with index_select runs at memcpy speed.
+
+    The copy is PyTorch's channels_last conversion, ~3x faster here than ``permute(0, 2, 3, 1).contiguous()``
+    (which makes the same layout) on the benchmark's 2 x 256 x 100 x 152 map."""
+    n, c, h, w = image.shape
+    return image.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).reshape(n * h * w, c)
+
+
 def _sample_positions(lo: Tensor, hi: Tensor, size: int, crop: int) -> Tensor:
     """Sample coordinates along one axis, in float32 and in TF's order of operations.
 
@@ -73,9 +83,7 @@ def _kernel(
         Tensor[K, C, crop_h, crop_w] in image.dtype (a permuted view of a [K, crop_h, crop_w, C] tensor).
     """
     batch, channels, height, width = image.shape
-    # One row of C values per pixel; a view for channels_last images, one copy of the map otherwise
-    # (never one per box). Gathering whole rows with index_select runs at memcpy speed.
-    pixels = image.permute(0, 2, 3, 1).reshape(batch * height * width, channels)  # [N*H*W, C]
+    pixels = pixel_rows(image)  # [N*H*W, C]
     compute_dtype = torch.float64 if image.dtype == torch.float64 else torch.float32
     # TF computes every position in float32; so do we, in the same order, to land on the same side of
     # each border and each .5 as TF does.
@@ -158,7 +166,7 @@ def _bilinear_forward(
     """
     batch, channels, height, width = image.shape
     num_boxes = boxes_norm.shape[0]
-    pixels = image.permute(0, 2, 3, 1).reshape(batch * height * width, channels)  # [N*H*W, C], as in _kernel
+    pixels = pixel_rows(image)  # [N*H*W, C]
     compute_dtype = torch.float64 if image.dtype == torch.float64 else torch.float32
     pos_y = _sample_positions(boxes_norm[:, 0], boxes_norm[:, 2], height, crop_h)  # [K, CH]
     pos_x = _sample_positions(boxes_norm[:, 1], boxes_norm[:, 3], width, crop_w)  # [K, CW]
