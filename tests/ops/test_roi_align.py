@@ -570,8 +570,10 @@ def _host_syncs(fn) -> int:
 @pytest.mark.cuda
 @pytest.mark.parametrize("sampling_ratio", [2, 0])
 def test_cuda_host_syncs_per_call_do_not_grow_with_the_boxes(sampling_ratio):
-    """A constant number of host syncs per call (data-dependent sizes read back once each), whatever
-    the number of boxes: a per-box readback would stall the GPU once per box."""
+    """A bounded number of host syncs per call (data-dependent sizes read back once each), whatever
+    the number of boxes: a per-box readback would stall the GPU once per box. The count is not the same
+    for every call: a chunk that fits one sub-chunk (padded rows) reads back fewer sizes than a ragged
+    one, and bags with every tap on the map skip the readback of how many remain."""
     gen = torch.Generator().manual_seed(13)
     x = torch.randn(2, 16, 64, 64, generator=gen).cuda()
 
@@ -585,8 +587,7 @@ def test_cuda_host_syncs_per_call_do_not_grow_with_the_boxes(sampling_ratio):
         r = rois(k)
         roi_align(x, r, 14, 1.0, sampling_ratio, True)  # warm-up (lazy CUDA init syncs)
         counts[k] = _host_syncs(lambda r=r: roi_align(x, r, 14, 1.0, sampling_ratio, True))
-    assert len(set(counts.values())) == 1, counts
-    assert counts[8] <= 12, counts  # the readbacks of one chunk of boxes (validation, plan sizes)
+    assert max(counts.values()) <= 12, counts  # the readbacks of one chunk of boxes (validation, plan sizes)
 
 
 def test_the_callers_thread_count_is_restored_after_the_call_and_after_an_error(monkeypatch):
