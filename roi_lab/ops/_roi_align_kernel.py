@@ -74,6 +74,8 @@ class _TorchOps:
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
+        # reading a value back is free on the CPU; on a GPU each is a host sync (the plan keeps them few)
+        self.cheap_readback = device.type == "cpu"
         # the functions both libraries have with the same arguments (positional: dim / axis, min / max)
         self.where, self.minimum, self.floor, self.ceil = torch.where, torch.minimum, torch.floor, torch.ceil
         self.stack, self.cat, self.cumsum, self.zeros_like = torch.stack, torch.cat, torch.cumsum, torch.zeros_like
@@ -272,7 +274,7 @@ def _bags(index, weight, valid, ops):
         index ([E] int64), weight ([E]), offsets ([B + 1] int64): bag ``b`` is
         ``index[offsets[b]:offsets[b + 1]]``, the entries in their original order.
     """
-    if bool(valid.all()):  # host sync; the common case, every sample on the map: the entries as they are
+    if ops.cheap_readback and bool(valid.all()):  # the common case, every tap on the map: the entries as they are
         return index.reshape(-1), weight.reshape(-1), ops.arange(index.shape[0] + 1) * index.shape[1]
     offsets = ops.zeros(index.shape[0] + 1)
     offsets[1:] = ops.cumsum(valid.sum(1), 0)
