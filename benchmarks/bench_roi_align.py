@@ -10,8 +10,10 @@ Usage::
     python benchmarks/bench_roi_align.py --contention    # a busy process on one core during the timings
 
 Method: every case builds one set of inputs (fixed seed) shared by all implementations; after a
-warm-up call each, the implementations run interleaved (A B C A B C ...) and the table reports the
-median wall-clock time, the ratio to torchvision's kernel, and the peak extra memory. On the CPU the
+warm-up call each, the implementations run interleaved (A B C A B C ...), each sample timing enough
+back-to-back calls for ~10 ms (one call for the large cases; a lone sub-millisecond call mostly times cold
+caches), and the table reports the median wall-clock time per call, the ratio to torchvision's kernel,
+and the peak extra memory. On the CPU the
 peak extra memory is measured in a fresh subprocess per implementation and case: after a warm-up
 call, the kernel's resident-set high-water mark is reset (``echo 5 > /proc/self/clear_refs``) and
 the result is ``VmHWM`` after one call minus ``VmRSS`` before it, so it includes the output and
@@ -64,6 +66,9 @@ CASES: dict[str, dict] = {
     "p5_many": dict(n=2, c=256, h=25, w=38, stride=32, k=1000, lo=32, hi=800, out=7, ratio=2, aligned=False),
     # the app's calls (Parity page): a fixed cost per call shows here, not in the large cases
     "small_call": dict(n=1, c=16, h=64, w=64, stride=1, k=8, lo=4, hi=48, out=14, ratio=2, aligned=True),
+    # the fixed cost of a call: one channel, so the time is validation, dispatch and planning
+    "fixed_k1": dict(n=1, c=1, h=64, w=64, stride=1, k=1, lo=4, hi=48, out=7, ratio=2, aligned=True),
+    "fixed_k64": dict(n=1, c=1, h=64, w=64, stride=1, k=64, lo=4, hi=48, out=7, ratio=2, aligned=True),
 }
 IMPLS = ("roi_lab", "tv_kernel", "tv_python", "onnxruntime")
 
@@ -229,15 +234,25 @@ def time_case(name: str, impls: list[str], repeats: int, device: str) -> dict:
         fns[impl] = fn
     if "roi_lab" in fns and "tv_kernel" in fns and not case.get("backward"):
         result["roi_lab"]["max_abs_diff_vs_tv_kernel"] = float((fns["roi_lab"]() - fns["tv_kernel"]()).abs().max())
+    # calls per sample: enough for ~10 ms, so that a sub-millisecond call is timed warm (one lone call
+    # after another implementation's runs mostly times cold caches), the same rule for every implementation
+    number = {}
+    for impl, fn in fns.items():
+        w0 = time.perf_counter()
+        fn()
+        _sync(device)
+        number[impl] = max(1, min(1000, math.ceil(10.0 / max((time.perf_counter() - w0) * 1e3, 1e-3))))
+        result[impl]["calls_per_sample"] = number[impl]
     wall = {impl: [] for impl in fns}
     cpu = {impl: [] for impl in fns}
     for _ in range(repeats):
         for impl, fn in fns.items():  # interleaved
             w0, c0 = time.perf_counter(), time.process_time()
-            fn()
+            for _ in range(number[impl]):
+                fn()
             _sync(device)
-            wall[impl].append((time.perf_counter() - w0) * 1e3)
-            cpu[impl].append((time.process_time() - c0) * 1e3)
+            wall[impl].append((time.perf_counter() - w0) * 1e3 / number[impl])
+            cpu[impl].append((time.process_time() - c0) * 1e3 / number[impl])
     for impl in fns:
         result[impl].update(
             median_ms=round(statistics.median(wall[impl]), 2),
