@@ -33,6 +33,7 @@ _TOL_CELLS = 1.0
 # tensor sizes (torch indexes with int64, kernels with int32), scales map pixels to cells (1/64 to 4 in practice).
 _MAX_SIZE = 2**31 - 1
 _MIN_SCALE, _MAX_SCALE = 1e-6, 1e6
+_MAX_LEVELS = 16  # pyramid levels: strides up to 2**15 times the finest; FPNs have 4 to 6
 
 
 @dataclass(frozen=True)
@@ -384,7 +385,7 @@ def _parse_pyramid(pyramid: Any, ctx: Context) -> list[tuple[int, int]] | None:
     levels = list(pyramid.values()) if isinstance(pyramid, dict) else pyramid
     sizes: list[tuple[int, int]] = []
     try:
-        if isinstance(levels, (Tensor, str, bytes)) or len(levels) < 2:
+        if isinstance(levels, (Tensor, str, bytes)) or not 2 <= len(levels) <= _MAX_LEVELS:
             raise ValueError
         for level in levels:
             dims = tuple(level.shape) if isinstance(level, Tensor) else tuple(level)
@@ -402,7 +403,7 @@ def _parse_pyramid(pyramid: Any, ctx: Context) -> list[tuple[int, int]] | None:
     ctx.add(
         "BAD_RANK",
         "error",
-        "`pyramid` must be the feature pyramid's levels, finest first, at least two: a list (or dict) of "
+        f"`pyramid` must be the feature pyramid's levels, finest first, 2 to {_MAX_LEVELS}: a list (or dict) of "
         "Tensor[N, C, H, W], (N, C, H, W) shapes or (H, W) sizes; the pyramid checks were skipped.",
         f"pyramid = {short_repr(pyramid)}",
         "diagnose(..., pyramid=[p2, p3, p4, p5])  # or pyramid=[(200, 272), (100, 136), (50, 68), (25, 34)]",

@@ -585,10 +585,20 @@ def _level(pg: PyramidGeo, i: int) -> str:
     return f"level {i}" + ("" if pg.strides is None else f" (stride {pg.strides[i]})")
 
 
+_MAX_TOP_DOWN_CELLS = 1 << 20  # a map side up to this is checked cell by cell (8 MiB of indices)
+
+
 def _top_down(pg: PyramidGeo) -> str:
     """What an FPN's top-down sum does with the first (coarsest) pair of levels that does not halve exactly."""
     level, axis, fine, coarse = max(pg.breaks, key=lambda b: (b[0], b[1] == "x"))  # the top-down path meets it first
     dim = 3 if axis == "x" else 2
+    text = (f"{_level(pg, level)} has {fine} cells on {axis} and {_level(pg, level + 1)} {coarse}, not {fine} / 2: "
+            f"detectron2's FPN (F.interpolate(scale_factor=2) + add, and any FPN written that way) raises "
+            f"'The size of tensor a ({fine}) must match the size of tensor b ({2 * coarse}) at non-singleton "
+            f"dimension {dim}' (facebookresearch/detectron2#1840); torchvision's FeaturePyramidNetwork and mmdet's "
+            "FPN resize the coarser map to the finer one's size instead")  # fmt: skip
+    if fine > _MAX_TOP_DOWN_CELLS:  # no real map is that large; the index tensors below would be
+        return text
     # torchvision's FeaturePyramidNetwork and mmdet's FPN: F.interpolate(top, size=lateral.shape[-2:]), nearest;
     # the same call here tells which coarse cell each fine cell reads, against x2 nearest (cell j // 2)
     src = F.interpolate(torch.arange(coarse, dtype=torch.float32).view(1, 1, 1, -1), size=(1, fine), mode="nearest")
@@ -597,11 +607,6 @@ def _top_down(pg: PyramidGeo) -> str:
     off = (sized != doubled).nonzero().flatten()
     cells = int((sized - doubled).abs().max()) if len(off) else 0
     px = "" if pg.strides is None else f" = {cells * pg.strides[level + 1]} px"
-    text = (f"{_level(pg, level)} has {fine} cells on {axis} and {_level(pg, level + 1)} {coarse}, not {fine} / 2: "
-            f"detectron2's FPN (F.interpolate(scale_factor=2) + add, and any FPN written that way) raises "
-            f"'The size of tensor a ({fine}) must match the size of tensor b ({2 * coarse}) at non-singleton "
-            f"dimension {dim}' (facebookresearch/detectron2#1840); torchvision's FeaturePyramidNetwork and mmdet's "
-            "FPN resize the coarser map to the finer one's size instead")  # fmt: skip
     if len(off) == 0:
         return text + ", which here reads the same cells as x2 nearest (cell j // 2): no shift"
     return text + (f", so from cell {int(off[0])} on its top-down features come from another coarse cell than x2 "

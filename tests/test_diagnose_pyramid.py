@@ -157,13 +157,13 @@ def test_a_level_that_does_not_cover_the_image_and_torchvisions_shift():
 
 
 @pytest.mark.parametrize(
-    "bad", [[(80, 83)], "80x83", [(80, 83), (40, "42")], [(80, 83), (0, 42)], [[1, 2, 3, 4, 5]] * 2]
+    "bad", [[(80, 83)], "80x83", [(80, 83), (40, "42")], [(80, 83), (0, 42)], [[1, 2, 3, 4, 5]] * 2, [(8, 8)] * 17]
 )
 def test_an_unreadable_pyramid_is_reported(bad):
     found = diagnose(ROIS, image_size=(320, 352), features=(1, 8, 40, 44), spatial_scale=1 / 8, pyramid=bad)
     (f,) = [f for f in found if f.code == "BAD_RANK"]
     assert f.message == (
-        "`pyramid` must be the feature pyramid's levels, finest first, at least two: a list (or dict) of "
+        "`pyramid` must be the feature pyramid's levels, finest first, 2 to 16: a list (or dict) of "
         "Tensor[N, C, H, W], (N, C, H, W) shapes or (H, W) sizes; the pyramid checks were skipped."
     )
     assert f.fix.startswith("diagnose(..., pyramid=[p2, p3, p4, p5])")
@@ -207,3 +207,10 @@ def test_capture_of_a_multi_scale_pooler_on_an_unpadded_image(body):
     assert [(f.code, f.severity) for f in pyramid] == [("NON_DIVISIBLE_STRIDE", "warning")]  # once, not per level
     assert pyramid[0].evidence.startswith("image 320 x 330: ")  # the pyramid's, not one level's
     assert "size of tensor a (21) must match the size of tensor b (22)" in pyramid[0].message
+
+
+def test_huge_levels_stay_bounded():
+    """A hostile pyramid: sizes up to 2**31 - 1 are read, but no index tensor of that size is made."""
+    big = 2**31 - 1
+    (f,) = diagnose(ROIS, features=(1, 8, 40, 44), spatial_scale=1 / 8, pyramid=[(big, big), (3, 3)])
+    assert f.code == "FPN_LEVEL_SIZES" and f.message.endswith("resize the coarser map to the finer one's size instead.")
