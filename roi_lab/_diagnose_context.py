@@ -33,6 +33,7 @@ _TOL_CELLS = 1.0
 # tensor sizes (torch indexes with int64, kernels with int32), scales map pixels to cells (1/64 to 4 in practice).
 _MAX_SIZE = 2**31 - 1
 _MIN_SCALE, _MAX_SCALE = 1e-6, 1e6
+_MAX_LEVELS = 16  # pyramid levels: strides up to 2**15 times the finest; FPNs have 4 to 6
 
 
 @dataclass(frozen=True)
@@ -375,6 +376,41 @@ def _parse_boxes(boxes: Any, ctx: Context) -> _Boxes | None:
     return None
 
 
+def _parse_pyramid(pyramid: Any, ctx: Context) -> list[tuple[int, int]] | None:
+    """The (H, W) of every pyramid level, finest first, or None after reporting why they cannot be read.
+
+    Each level is a Tensor[N, C, H, W] (or [C, H, W]), a shape (N, C, H, W) or a size (H, W); a dict (the
+    FPN's output) is read in its order, as torchvision's MultiScaleRoIAlign does.
+    """
+    levels = list(pyramid.values()) if isinstance(pyramid, dict) else pyramid
+    sizes: list[tuple[int, int]] = []
+    try:
+        if isinstance(levels, (Tensor, str, bytes)) or not 2 <= len(levels) <= _MAX_LEVELS:
+            raise ValueError
+        for level in levels:
+            dims = tuple(level.shape) if isinstance(level, Tensor) else tuple(level)
+            if len(dims) not in (2, 3, 4) or not all(
+                isinstance(d, (int, np.integer)) and not isinstance(d, bool) for d in dims
+            ):
+                raise ValueError
+            h, w = int(dims[-2]), int(dims[-1])
+            if not (0 < h <= _MAX_SIZE and 0 < w <= _MAX_SIZE):
+                raise ValueError
+            sizes.append((h, w))
+        return sizes
+    except Exception:
+        pass
+    ctx.add(
+        "BAD_RANK",
+        "error",
+        f"`pyramid` must be the feature pyramid's levels, finest first, 2 to {_MAX_LEVELS}: a list (or dict) of "
+        "Tensor[N, C, H, W], (N, C, H, W) shapes or (H, W) sizes; the pyramid checks were skipped.",
+        f"pyramid = {short_repr(pyramid)}",
+        "diagnose(..., pyramid=[p2, p3, p4, p5])  # or pyramid=[(200, 272), (100, 136), (50, 68), (25, 34)]",
+    )
+    return None
+
+
 # --------------------------------------------------------------------------------------------- checks
 
 
@@ -420,6 +456,8 @@ class Context:
         geo (_Geo | None): the box ranges on map and image, when both sizes are known.
         aligned, sampling_ratio, convention: the call's options and the framework the head was trained with
             (None when not given): the convention rules read them.
+        pyramid (list[(H, W)] | None): the sizes of every level of the feature pyramid the map belongs to,
+            finest first (None when not given): the pyramid rules read them through :func:`pyramid_geo`.
     """
 
     op: str
@@ -440,6 +478,7 @@ class Context:
     aligned: bool | None = None
     sampling_ratio: int | None = None
     convention: str | None = None
+    pyramid: list[tuple[int, int]] | None = None
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def add(self, code: str, severity: str, message: str, evidence: str, fix: str) -> None:
@@ -491,11 +530,13 @@ def build_context(
     aligned: bool | None = None,
     sampling_ratio: int | None = None,
     convention: str | None = None,
+    pyramid: Any = None,
 ) -> Context:
     """Read the inputs into the context every rule shares (``op`` already normalised)."""
     ctx = Context(op, spatial_scale_given=spatial_scale, aligned=aligned, sampling_ratio=sampling_ratio,
                   convention=convention, image_given=image_size is not None)  # fmt: skip
     ctx.shape, ctx.feat = _parse_features(features, ctx)
+    ctx.pyramid = _parse_pyramid(pyramid, ctx) if pyramid is not None else None
     ctx.image = _parse_image_size(image_size, ctx) if image_size is not None else None
     if ctx.image is None and image_size is None and op == "crop_and_resize" and ctx.shape is not None:
         ctx.image = (float(ctx.shape[2]), float(ctx.shape[3]))  # normalized boxes refer to the cropped tensor itself
@@ -866,3 +907,70 @@ class Rule:
 
 
 Rule.__module__ = "roi_lab.diagnose"
+
+
+# --------------------------------------------------------------------------------------------- pyramid geometry
+
+
+@dataclass(frozen=True)
+class PyramidGeo:
+    """The feature pyramid's geometry the pyramid rules share, computed once (:func:`pyramid_geo`).
+
+    Attributes:
+        sizes (list[(H, W)]): each level's map size, finest first.
+        strides (list[int] | None): each level's nominal stride, ``s0 * 2**l`` with ``s0`` the power of two
+            nearest to image / finest map (FPN levels are consecutive); None without an image size.
+        image ((H, W) | None): the image size given.
+        from_image (bool): every level is ``floor`` or ``ceil`` of image / stride on both axes: the maps were
+            computed from this image, unpadded (ceil: torchvision's and detectron2's ResNets).
+        too_small (list[(level, axis, cells, expected)]): levels whose map is smaller than ``floor(image /
+            stride)`` on an axis (``"y"`` or ``"x"``): they do not cover the image.
+        breaks (list[(level, axis, cells, coarser_cells)]): consecutive levels where the finer map is not
+            exactly twice the coarser, finest pair first.
+    """
+
+    sizes: list[tuple[int, int]]
+    strides: list[int] | None
+    image: tuple[float, float] | None
+    from_image: bool
+    too_small: list[tuple[int, str, int, int]]
+    breaks: list[tuple[int, str, int, int]]
+
+    @property
+    def not_divisible(self) -> bool:
+        """The image (the maps' own) is not a multiple of the coarsest stride."""
+        if not self.from_image or self.strides is None or self.image is None:
+            return False
+        s = self.strides[-1]
+        return self.image[0] % s != 0 or self.image[1] % s != 0
+
+
+def pyramid_geo(ctx: Context) -> PyramidGeo | None:
+    """The pyramid geometry of the call, or None when no (readable) ``pyramid`` was given."""
+    if ctx.pyramid is None:
+        return None
+    return ctx.cached("pyramid", lambda: _pyramid_geo(ctx.pyramid, ctx.image))
+
+
+def _pyramid_geo(sizes: list[tuple[int, int]], image: tuple[float, float] | None) -> PyramidGeo:
+    breaks = [
+        (level, axis, fine, coarse)
+        for level in range(len(sizes) - 1)
+        for axis, fine, coarse in (("y", sizes[level][0], sizes[level + 1][0]), ("x", sizes[level][1],
+                                                                                 sizes[level + 1][1]))
+        if fine != 2 * coarse
+    ]  # fmt: skip
+    if image is None:
+        return PyramidGeo(sizes, None, None, False, [], breaks)
+    Hi, Wi = image
+    ratio = Wi / sizes[0][1] if Wi >= Hi else Hi / sizes[0][0]  # the longer side, as infer_scales
+    s0 = 2 ** max(0, round(math.log2(ratio))) if ratio > 0 else 1
+    strides = [s0 * 2**level for level in range(len(sizes))]
+    from_image, too_small = True, []
+    for level, ((h, w), s) in enumerate(zip(sizes, strides, strict=True)):
+        for axis, cells, px in (("y", h, Hi), ("x", w, Wi)):
+            low, high = math.floor(px / s), math.ceil(px / s)
+            from_image &= cells in (low, high)
+            if cells < low:
+                too_small.append((level, axis, cells, low))
+    return PyramidGeo(sizes, strides, image, from_image, too_small, breaks)

@@ -13,12 +13,15 @@ import math
 from collections.abc import Callable, Iterator
 
 import numpy as np
+import torch
 from torch import Tensor
+from torch.nn import functional as F
 
 from roi_lab._diagnose_context import (
     _TOL_CELLS,
     Context,
     Hit,
+    PyramidGeo,
     Rule,
     _fmt,
     _fmt_scale,
@@ -28,6 +31,7 @@ from roi_lab._diagnose_context import (
     axis_over,
     batch_layout,
     placement,
+    pyramid_geo,
     roi_geo,
     stride_rule,
     stride_text,
@@ -537,8 +541,16 @@ def _subcell_roi(ctx: Context) -> Iterator[Hit]:
         )
 
 
-@_rule("NON_DIVISIBLE_STRIDE", "an image size that is not a multiple of the map's stride", _ALIGN)
+@_rule("NON_DIVISIBLE_STRIDE", "an image size that is not a multiple of the map's stride (with a pyramid: of the "
+       "coarsest level's)", _ALIGN,
+       source="facebookresearch/detectron2#1840; torchvision GeneralizedRCNNTransform(size_divisible=32); "
+       "detectron2 ImageList.from_tensors(images, backbone.size_divisibility)")  # fmt: skip
 def _non_divisible_stride(ctx: Context) -> Iterator[Hit]:
+    pg = pyramid_geo(ctx)
+    if pg is not None:  # the whole pyramid speaks for the map: its coarsest stride decides
+        if pg.not_divisible:
+            yield _pyramid_not_divisible(pg)
+        return
     if ctx.shape is None or ctx.image is None:
         return
     Hi, Wi = ctx.image
@@ -560,6 +572,104 @@ def _non_divisible_stride(ctx: Context) -> Iterator[Hit]:
         f"resize or pad the image to a multiple of {s} (e.g. {_fmt(math.ceil(Hi / s) * s)} x "
         f"{_fmt(math.ceil(Wi / s) * s)}) before the backbone; spatial_scale=1 / {s} is then exact",
     )
+
+
+_PAD_FIX = (
+    "pad the image (bottom/right, so the boxes keep their coordinates) to a multiple of {s}, here {h} x {w}, "
+    "before the backbone: torchvision's GeneralizedRCNNTransform(size_divisible=32) does, detectron2 pads to "
+    "backbone.size_divisibility (32 for its FPN) in ImageList.from_tensors; then every level is image / stride"
+)
+
+
+def _level(pg: PyramidGeo, i: int) -> str:
+    return f"level {i}" + ("" if pg.strides is None else f" (stride {pg.strides[i]})")
+
+
+_MAX_TOP_DOWN_CELLS = 1 << 20  # a map side up to this is checked cell by cell (8 MiB of indices)
+
+
+def _top_down(pg: PyramidGeo) -> str:
+    """What an FPN's top-down sum does with the first (coarsest) pair of levels that does not halve exactly."""
+    level, axis, fine, coarse = max(pg.breaks, key=lambda b: (b[0], b[1] == "x"))  # the top-down path meets it first
+    dim = 3 if axis == "x" else 2
+    text = (f"{_level(pg, level)} has {fine} cells on {axis} and {_level(pg, level + 1)} {coarse}, not {fine} / 2: "
+            f"detectron2's FPN (F.interpolate(scale_factor=2) + add, and any FPN written that way) raises "
+            f"'The size of tensor a ({fine}) must match the size of tensor b ({2 * coarse}) at non-singleton "
+            f"dimension {dim}' (facebookresearch/detectron2#1840); torchvision's FeaturePyramidNetwork and mmdet's "
+            "FPN resize the coarser map to the finer one's size instead")  # fmt: skip
+    if fine > _MAX_TOP_DOWN_CELLS:  # no real map is that large; the index tensors below would be
+        return text
+    # torchvision's FeaturePyramidNetwork and mmdet's FPN: F.interpolate(top, size=lateral.shape[-2:]), nearest;
+    # the same call here tells which coarse cell each fine cell reads, against x2 nearest (cell j // 2)
+    src = F.interpolate(torch.arange(coarse, dtype=torch.float32).view(1, 1, 1, -1), size=(1, fine), mode="nearest")
+    sized = src.flatten().long()  # [fine]
+    doubled = (torch.arange(fine) // 2).clamp(max=coarse - 1)  # [fine]
+    off = (sized != doubled).nonzero().flatten()
+    cells = int((sized - doubled).abs().max()) if len(off) else 0
+    px = "" if pg.strides is None else f" = {cells * pg.strides[level + 1]} px"
+    if len(off) == 0:
+        return text + ", which here reads the same cells as x2 nearest (cell j // 2): no shift"
+    return text + (f", so from cell {int(off[0])} on its top-down features come from another coarse cell than x2 "
+                   f"nearest's (up to {cells} cell{'s' if cells > 1 else ''}{px} off)")  # fmt: skip
+
+
+def _pyramid_not_divisible(pg: PyramidGeo) -> Hit:
+    assert pg.strides is not None and pg.image is not None  # not_divisible says so
+    Hi, Wi = pg.image
+    s, (hc, wc) = pg.strides[-1], pg.sizes[-1]
+    maps = ", ".join(f"{h} x {w}" for h, w in pg.sizes)
+    strides = ", ".join(str(t) for t in pg.strides)
+    drift = max(hc - Hi / s, wc - Wi / s)  # cells the coarsest map reaches past the image
+    ceil = all((h, w) == (math.ceil(Hi / t), math.ceil(Wi / t)) for (h, w), t in zip(pg.sizes, pg.strides, strict=True))
+    rounding = "ceil" if ceil else "floor or ceil"
+    message = (
+        f"The image is not a multiple of the coarsest stride {s}, so the pyramid's maps are not image / stride: "
+        + (_top_down(pg) + ". The" if pg.breaks else "the levels still halve exactly, but the")
+        + f" coarsest map reaches {_fmt(drift)} cells ({_fmt(drift * s)} px) past the image: its effective "
+        f"stride is {_fmt(Hi / hc)} x {_fmt(Wi / wc)} px, not {s}, so a scale taken as map / image instead of 1/{s} "
+        "maps boxes at the far edge that far off."
+    )
+    return Hit(
+        "warning" if pg.breaks else "info",
+        message,
+        f"image {_fmt(Hi)} x {_fmt(Wi)}: {_fmt(Hi)} / {s} = {_fmt(Hi / s)}, {_fmt(Wi)} / {s} = {_fmt(Wi / s)}; "
+        f"levels {maps} at strides {strides} ({rounding} of image / stride each); {hc} * {s} = {hc * s}, {wc} * {s} = "
+        f"{wc * s} px",
+        _PAD_FIX.format(s=s, h=_fmt(math.ceil(Hi / s) * s), w=_fmt(math.ceil(Wi / s) * s)),
+    )
+
+
+@_rule("FPN_LEVEL_SIZES", "pyramid levels that do not halve exactly, or that do not cover the image at their "
+       "stride", _ALIGN,
+       source="facebookresearch/detectron2#1840; torchvision/ops/feature_pyramid_network.py")  # fmt: skip
+def _fpn_level_sizes(ctx: Context) -> Iterator[Hit]:
+    pg = pyramid_geo(ctx)
+    if pg is None:
+        return
+    if pg.too_small and pg.strides is not None and pg.image is not None:
+        level, axis, cells, low = pg.too_small[0]
+        s = pg.strides[level]
+        px = pg.image[0] if axis == "y" else pg.image[1]
+        yield Hit(
+            "error",
+            f"{_level(pg, level)} is smaller than the image at its stride: its map cannot be this image's, so "
+            "boxes near the far edge fall off it (image_size of another image, or levels that are not "
+            "consecutive strides).",
+            f"{_level(pg, level)}: {cells} cells on {axis}, but image {_fmt(px)} / {s} = {_fmt(px / s)} needs at "
+            f"least {low}; levels " + ", ".join(f"{h} x {w}" for h, w in pg.sizes),
+            "pass the size of the image the backbone saw as image_size (the padded batch), and the pyramid's "
+            "levels finest first, one per stride",
+        )
+    if pg.breaks and not pg.not_divisible:  # with a non-divisible image, NON_DIVISIBLE_STRIDE says this
+        yield Hit(
+            "warning",
+            "The pyramid's levels do not halve exactly: " + _top_down(pg) + ".",
+            "levels " + ", ".join(f"{h} x {w}" for h, w in pg.sizes) + " (finest first); "
+            + "; ".join(f"{fine} != 2 * {coarse} ({axis}, levels {level}-{level + 1})"
+                        for level, axis, fine, coarse in pg.breaks),
+            "pad the input to a multiple of the coarsest stride (32 for P2-P5, 64 with P6) before the backbone: "
+            "torchvision's GeneralizedRCNNTransform(size_divisible=32), detectron2's backbone.size_divisibility",
+        )  # fmt: skip
 
 
 # the pooler defaults each framework trains with: (aligned, sampling_ratio, what sets them)

@@ -169,6 +169,12 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
     if missing:  # required for boxes files only (a capture records them), so checked here, as argparse would
         args.parser.error(f"the following arguments are required for a boxes file: {', '.join(missing)}")
     image_size = (args.image_size[0], args.image_size[1])
+    pyramid = None
+    if args.pyramid is not None:
+        if len(args.pyramid) < 4 or len(args.pyramid) % 2:
+            args.parser.error(f"--pyramid takes an H W pair per level, at least two levels; got {len(args.pyramid)} "
+                              "numbers")  # fmt: skip
+        pyramid = list(zip(args.pyramid[::2], args.pyramid[1::2], strict=True))
     try:
         boxes, box_indices = _load_boxes(args.boxes, image_size)
         if args.box_indices is not None:
@@ -186,6 +192,7 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
         aligned=None if args.aligned is None else args.aligned == "true",
         sampling_ratio=args.sampling_ratio,
         convention=args.trained_with,
+        pyramid=pyramid,
     )
     failed = has_errors(findings)
     if args.format == "json":
@@ -227,6 +234,7 @@ def _cmd_diagnose_capture(args: argparse.Namespace) -> int:
             ("--aligned", args.aligned),
             ("--sampling-ratio", args.sampling_ratio),
             ("--trained-with", args.trained_with),
+            ("--pyramid", args.pyramid),
         )
         if value is not None
     ]
@@ -387,6 +395,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("torchvision", "mmcv", "detectron2"),
         help="the framework the head was trained with: MIXED_DEFAULTS says when --aligned / --sampling-ratio are "
         "another framework's defaults",
+    )
+    p.add_argument(
+        "--pyramid",
+        nargs="+",
+        type=int,
+        metavar="H W",
+        help="the feature pyramid's level sizes, finest first (e.g. 200 272 100 136 50 68 25 34): checks them "
+        "against --image-size (NON_DIVISIBLE_STRIDE at the coarsest stride, FPN_LEVEL_SIZES)",
     )
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.set_defaults(func=_cmd_diagnose, parser=p)

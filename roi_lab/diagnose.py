@@ -48,7 +48,7 @@ from roi_lab._diagnose_context import _fmt_scale as _fmt_scale
 from roi_lab._diagnose_rules import POOLER_DEFAULTS, RULES
 from roi_lab.errors import InputValueError, short_repr
 
-__all__ = ["CODES", "SEVERITIES", "RULES", "Rule", "Finding", "diagnose", "has_errors"]
+__all__ = ["CODES", "PYRAMID_CODES", "SEVERITIES", "RULES", "Rule", "Finding", "diagnose", "has_errors"]
 
 CODES: tuple[str, ...] = (
     "MISSING_BATCH_INDEX",
@@ -70,7 +70,12 @@ CODES: tuple[str, ...] = (
     "DEVICE_MISMATCH",
     "NON_DIVISIBLE_STRIDE",
     "MIXED_DEFAULTS",
+    "FPN_LEVEL_SIZES",
 )
+
+#: the codes that speak for the whole ``pyramid=`` (not for one map or its boxes)
+PYRAMID_CODES: tuple[str, ...] = ("NON_DIVISIBLE_STRIDE", "FPN_LEVEL_SIZES")
+
 
 def has_errors(findings: Sequence[Finding]) -> bool:
     """True when any finding has severity ``"error"`` (the CLI exits 1 then).
@@ -124,6 +129,7 @@ def diagnose(
     aligned: bool | None = None,
     sampling_ratio: int | None = None,
     convention: str | None = None,
+    pyramid: Any = None,
 ) -> list[Finding]:
     """Inspect what is about to be passed to ROIAlign / CropAndResize and report what looks wrong.
 
@@ -145,6 +151,12 @@ def diagnose(
             ``"detectron2"``; with ``aligned`` given, ``MIXED_DEFAULTS`` says when the call uses another
             framework's pooler defaults (mmcv and detectron2's ROIAlignV2: aligned=True, sampling_ratio=0;
             torchvision: aligned=False, sampling_ratio=-1).
+        pyramid (list | dict | None): every level of the feature pyramid the map belongs to, finest first
+            (the FPN's outputs: Tensor[N, C, H, W], (N, C, H, W) shapes or (H, W) sizes; a dict in its order).
+            With ``image_size``, ``NON_DIVISIBLE_STRIDE`` then checks the image against the coarsest stride
+            (and says what an FPN's top-down sum does with levels that do not halve), and ``FPN_LEVEL_SIZES``
+            flags levels that do not halve exactly or do not cover the image; the single-map stride check is
+            left to them. The levels are taken as consecutive strides ``s0 * 2**l``.
 
     Returns:
         list[Finding]: errors first, then warnings, then infos; empty when nothing looks wrong.
@@ -181,5 +193,5 @@ def diagnose(
         )
     ctx = build_context(boxes, op=op_name, features=features, image_size=image_size, spatial_scale=spatial_scale,
                         box_indices=box_indices, aligned=aligned, sampling_ratio=sampling_ratio,
-                        convention=convention)  # fmt: skip
+                        convention=convention, pyramid=pyramid)  # fmt: skip
     return _run_rules(ctx)

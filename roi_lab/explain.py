@@ -8,7 +8,8 @@ with one of the codes below, or ``None`` when the text is not an ROI-pooling inp
 Codes: MISSING_BATCH_INDEX, BOX_COLUMNS, BAD_RANK, EMPTY_BOXES, DTYPE_MISMATCH, DTYPE_UNSUPPORTED,
 DEVICE_MISMATCH, BOX_INDICES_SHAPE, BATCH_INDEX_OUT_OF_RANGE, NON_FINITE, CROP_SIZE, FEATURE_PYRAMID,
 API_RENAMED, PS_CHANNELS, INVERTED_BOX, EXPORT_MISMATCH (an ONNX export or runtime that computes something
-else than the PyTorch pooler: torchvision's exporter warnings, onnxruntime's max-mode warning).
+else than the PyTorch pooler: torchvision's exporter warnings, onnxruntime's max-mode warning), NO_KERNEL (the
+op has no kernel for this compiler at all, whatever the inputs: TensorFlow's XLA).
 
 The knowledge is one table, :data:`RULES`: each :class:`Rule` is a regular expression with named
 groups (so shapes, dtypes and devices may vary inside the message), the code, the framework, and
@@ -63,6 +64,7 @@ CODES: tuple[str, ...] = (
     "PS_CHANNELS",
     "INVERTED_BOX",
     "EXPORT_MISMATCH",
+    "NO_KERNEL",
 )
 
 
@@ -638,9 +640,33 @@ RULES: tuple[Rule, ...] = (
         r"No OpKernel was registered to support Op 'CropAndResize' with these attrs",
         "DTYPE_UNSUPPORTED",
         "tensorflow",
-        "this TensorFlow has no CropAndResize kernel for the image's dtype on this device (TensorFlow 1.x "
-        "registered float kernels only, so a uint8 image from cv2 / PIL fails: tensorflow/tensorflow#9020).",
+        "this TensorFlow has no CropAndResize kernel for the image's dtype on this device. TensorFlow 1.0 "
+        "registered a float CPU kernel only, so a uint8 image from cv2 / PIL failed (tensorflow/tensorflow#9020); "
+        "TensorFlow 2.21 runs a uint8 image on the CPU, eager and in tf.function (float32 crops of the raw 0-255 "
+        "values, recorded), but its GPU kernels take half, float and double only (TF_CALL_GPU_NUMBER_TYPES in "
+        "tensorflow/core/kernels/image/crop_and_resize_op.cc), so a uint8 image placed on a GPU without soft "
+        "placement still has none.",
+        "tf.image.crop_and_resize(tf.cast(image, tf.float32), boxes, box_indices, crop_size)  # divide by 255 if "
+        "the model expects [0, 1]",
+    ),
+    Rule(
+        r"Value for attr 'T' of (?P<dtype>\w{1,32}) is not in the list of allowed values: (?P<allowed>[\w, ]{1,200})",
+        "DTYPE_UNSUPPORTED",
+        "tensorflow",
+        "CropAndResize's image may be {allowed}; a {dtype} image is refused by the op's definition before any "
+        "kernel runs (TensorFlow 2.21). A uint8 image is accepted: it gives float32 crops of the 0-255 values.",
         "tf.image.crop_and_resize(tf.cast(image, tf.float32), boxes, box_indices, crop_size)",
+        context=r"CropAndResize",
+    ),
+    Rule(
+        r"No registered '(?P<op>CropAndResize\w{0,20})' OpKernel for (?P<device>XLA_\w{1,20}) devices",
+        "NO_KERNEL",
+        "tensorflow",
+        "TensorFlow has no XLA kernel for {op}, whatever the dtype: a tf.function(jit_compile=True), or a Keras "
+        "model compiled with jit_compile=True, that calls crop_and_resize cannot be compiled for {device} "
+        "(recorded with TensorFlow 2.21).",
+        "compile that function without XLA: tf.function(fn, jit_compile=False) or model.compile(..., "
+        "jit_compile=False); or call crop_and_resize outside the jit-compiled function",
     ),
     # --- position-sensitive pooling --------------------------------------------------------------
     Rule(

@@ -22,10 +22,24 @@ objects for the traps that can be seen in the graph:
 - ``ONNX_CTM_DEFAULT`` (info): opset >= 16 with no ``coordinate_transformation_mode``: the default is
   ``half_pixel`` (``aligned=True``); an ``aligned=False`` model must write ``output_half_pixel``.
 - ``ONNX_NEGATIVE_SAMPLING`` (error): ``sampling_ratio`` < 0, which the spec does not allow.
+- ``OPENVINO_MAX_MODE`` (warning): ``mode="max"`` as OpenVINO computes it: the max of the bilinearly
+  interpolated samples with 0 as the start value, so ``max(0, mmcv's max)``; neither onnxruntime's nor mmcv's.
+- ``OPENVINO_COORDINATES`` (warning): a node whose mapping OpenVINO's ONNX frontend reads otherwise than
+  written (a ``coordinate_transformation_mode`` on a node read at opset < 16: onnxruntime refuses the model,
+  OpenVINO ignores the attribute), with the shift in map cells and input px.
 - ``TRT_PYRAMID_FLAGS`` (warning or info): ``PyramidROIAlign_TRT``'s flags compared with the presets of
   its README (detectron2, maskrcnn-benchmark, the legacy plugin): ``roi_coords_transform``,
   ``roi_coords_absolute``, ``roi_coords_swap``, ``roi_coords_plusone``, ``sampling_ratio``,
   ``fpn_scale`` (224; 158 in the legacy mode).
+
+What OpenVINO computes (``PoolNode.openvino``, shown under every RoiAlign node): its ONNX frontend
+(``src/frontends/onnx/frontend/src/op/roi_align.cpp``) builds a ROIAlign-9 with ``aligned_mode``
+``asymmetric`` (``x * s``) at opset < 16 or for ``output_half_pixel``, else ``half_pixel_for_nn`` (``x * s -
+0.5``): the same mappings as onnxruntime's. ROIAlign-9's own ``half_pixel`` mode is ``(x + 0.5) * s - 0.5``
+(the spec, ``operation-specs/detection/roi-align-9.rst``, and the reference,
+``src/core/reference/include/openvino/reference/roi_align.hpp``: ``offset_src = 0.5``), half an input pixel
+(``0.5 * s`` cells) from torchvision's ``aligned=True``, but no frontend writes it. A missing
+``sampling_ratio`` becomes 1. Checked against openvino 2026.4.1 (``tests/fixtures/openvino_roi_align.npz``).
 
 Convention:
     ONNX RoiAlign: ``rois`` ``[K, 4]`` ``(x1, y1, x2, y2)`` in input-image coordinates, ``batch_indices``
@@ -55,8 +69,17 @@ ONNX_CODES: tuple[str, ...] = (
     "ONNX_SAMPLING_OMITTED",
     "ONNX_CTM_DEFAULT",
     "ONNX_NEGATIVE_SAMPLING",
+    "OPENVINO_MAX_MODE",
+    "OPENVINO_COORDINATES",
     "TRT_PYRAMID_FLAGS",
 )
+
+# OpenVINO ROIAlign-9 aligned_mode -> the box mapping (roi-align-9.rst; reference/roi_align.hpp offset_src/dst)
+OPENVINO_MAPPINGS: dict[str, str] = {
+    "asymmetric": "x * s",
+    "half_pixel_for_nn": "x * s - 0.5",
+    "half_pixel": "(x + 0.5) * s - 0.5",
+}
 
 MAX_MODEL_BYTES = (2 << 30) - 1  # protobuf's limit; a larger model keeps its weights as external data
 
@@ -127,9 +150,40 @@ class PoolNode:
         """torchvision's ``aligned`` this node computes (``half_pixel``)."""
         return self.coordinate_transformation_mode == "half_pixel"
 
+    @property
+    def openvino(self) -> dict[str, Any] | None:
+        """What OpenVINO's ONNX frontend makes of this RoiAlign node (None for the TensorRT plugin nodes).
+
+        Returns:
+            dict: ``op`` ("ROIAlign-9"), ``aligned_mode`` and its ``mapping`` (of ``x``, at scale ``s``),
+            ``sampling_ratio`` (a missing one read as 1), ``mode``, ``shift_cells`` / ``shift_px``: how far
+            its box mapping is from the one the node writes (``x * s - 0.5`` for half_pixel, ``x * s``
+            otherwise), in map cells and input px; and ``differs``: what it computes otherwise than
+            onnxruntime, in words (empty when nothing).
+        """
+        if self.op_type != "RoiAlign":
+            return None
+        reads_ctm = self.opset is not None and self.opset >= 16  # opset_16::roi_align; opset_1 ignores it
+        mode = "half_pixel_for_nn" if reads_ctm and self.coordinate_transformation_mode != "output_half_pixel" else (
+            "asymmetric")  # fmt: skip
+        shift = (-0.5 if mode == "half_pixel_for_nn" else 0.0) - (-0.5 if self.aligned else 0.0)  # cells
+        ratio = self.sampling_ratio if self.sampling_explicit else 1
+        differs = []
+        if shift:
+            differs.append(f"box mapping {OPENVINO_MAPPINGS[mode]}, not the written "
+                           f"{self.coordinate_transformation_mode}")
+        if not self.sampling_explicit:
+            differs.append("sampling_ratio 1, not ONNX's default 0 (adaptive)")
+        if self.mode == "max":
+            differs.append("max over interpolated samples, from 0")
+        scale = self.spatial_scale or 1.0
+        return {"op": "ROIAlign-9", "aligned_mode": mode, "mapping": OPENVINO_MAPPINGS[mode], "sampling_ratio": ratio,
+                "mode": self.mode, "shift_cells": shift, "shift_px": shift / scale, "differs": differs}  # fmt: skip
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["output_size"] = list(self.output_size)
+        d["openvino"] = self.openvino
         return d
 
     def __str__(self) -> str:
@@ -174,7 +228,13 @@ class OnnxInspection:
     def summary(self) -> str:
         head = f"{self.source}: ONNX opset {self.opset}" + (f", produced by {self.producer}" if self.producer else "")
         lines = [head, f"{len(self.nodes)} ROI pooling node{'s' if len(self.nodes) != 1 else ''}"]
-        lines += [f"  {n}" for n in self.nodes]
+        for n in self.nodes:
+            lines.append(f"  {n}")
+            ov = n.openvino
+            if ov is not None:
+                lines.append(f"    OpenVINO reads it as {ov['op']} aligned_mode={ov['aligned_mode']} "
+                             f"({ov['mapping']}), sampling_ratio={ov['sampling_ratio']}, mode={ov['mode']}: "
+                             + ("; ".join(ov["differs"]) if ov["differs"] else "as onnxruntime"))  # fmt: skip
         lines += [str(f) for f in self.findings]
         if not self.nodes:
             lines.append("No RoiAlign, ROIAlign_TRT or PyramidROIAlign_TRT node: nothing to check.")
@@ -344,8 +404,24 @@ def _findings(node: PoolNode, measure: bool) -> list[Finding]:
             "re-export with torch.onnx.export(..., opset_version=16) or later: torchvision then writes "
             'coordinate_transformation_mode="half_pixel" for aligned=True',
         ))  # fmt: skip
+    ov = node.openvino
+    if ov is not None and ov["shift_cells"]:
+        out.append(Finding(
+            "OPENVINO_COORDINATES", "warning",
+            f"{label} writes coordinate_transformation_mode={node.coordinate_transformation_mode} at opset "
+            f"{node.opset}, where RoiAlign has no such attribute: onnxruntime refuses the model (INVALID_GRAPH), "
+            f"OpenVINO's ONNX frontend ignores it and computes {ov['aligned_mode']} ({ov['mapping']}), "
+            f"{_num(abs(ov['shift_cells']))} map cell off from what the attribute says.",
+            f"opset {node.opset} < 16, coordinate_transformation_mode written; OpenVINO ROIAlign-9 aligned_mode="
+            f"{ov['aligned_mode']}; {_num(abs(ov['shift_cells']))} cell at spatial_scale "
+            f"{_num(node.spatial_scale or 1)} is {_num(abs(ov['shift_px']))} input px",
+            "re-export at opset 16 or later, where the attribute exists (torch.onnx.export(..., opset_version=16))",
+        ))  # fmt: skip
     if node.mode == "max":
-        out.append(_max_mode_finding(node, label, measure))
+        outputs = _max_mode_outputs(node) if measure and node.op_type == "RoiAlign" else None
+        out.append(_max_mode_finding(node, label, outputs))
+        if ov is not None:
+            out.append(_openvino_max_finding(node, label, outputs))
     if node.sampling_ratio < 0:
         out.append(Finding(
             "ONNX_NEGATIVE_SAMPLING", "error",
@@ -359,7 +435,8 @@ def _findings(node: PoolNode, measure: bool) -> list[Finding]:
             f"{label} has no sampling_ratio attribute: ONNX's default is 0 (adaptive, ceil(roi_size / output_size) "
             "samples per bin), but OpenVINO's ONNX frontend reads a missing one as 1, one sample per bin "
             "(openvinotoolkit/openvino#37826).",
-            "sampling_ratio not written on the node",
+            "sampling_ratio not written on the node; OpenVINO builds ROIAlign-9 with sampling_ratio=1 (openvino "
+            "2026.4.1, recorded in tests/fixtures/openvino_roi_align.npz)",
             "write the attribute explicitly (sampling_ratio=0 for adaptive) so that every runtime reads the same",
         ))  # fmt: skip
     elif node.sampling_ratio == 0:
@@ -383,10 +460,20 @@ def _findings(node: PoolNode, measure: bool) -> list[Finding]:
     return out
 
 
-def _max_mode_finding(node: PoolNode, label: str, measure: bool) -> Finding:
+def _num(v: float) -> str:
+    return f"{v:g}"
+
+
+def _max_mode_finding(node: PoolNode, label: str, outputs: Any) -> Finding:
     evidence = f"mode=max, sampling_ratio={node.sampling_ratio}, {node.coordinate_transformation_mode}"
-    if measure and node.op_type == "RoiAlign":
-        evidence += "; " + _measure_max_mode(node)
+    if isinstance(outputs, str):
+        evidence += f"; {outputs}"
+    elif outputs is not None:
+        ort_out, mmcv_out, version = outputs
+        diff = (ort_out - mmcv_out).abs()
+        evidence += (f"; measured with onnxruntime {version} on a seeded N(0, 1) 24 x 24 map, 4 boxes: "
+                     f"|ONNX max - mmcv max| up to {float(diff.max()):.3g}, mean {float(diff.mean()):.3g} "
+                     f"(map std 1)")  # fmt: skip
     return Finding(
         "ONNX_MAX_MODE", "warning",
         f"{label} uses mode=max: ONNX / onnxruntime take the max of the four weighted corner values of each sample "
@@ -398,8 +485,29 @@ def _max_mode_finding(node: PoolNode, label: str, measure: bool) -> Finding:
     )  # fmt: skip
 
 
-def _measure_max_mode(node: PoolNode) -> str:
-    """ONNX's max vs mmcv's on a seeded N(0, 1) map, with the node's own attributes, through onnxruntime."""
+def _openvino_max_finding(node: PoolNode, label: str, outputs: Any) -> Finding:
+    evidence = "OpenVINO ROIAlign-9 mode=max: pooled = 0, then pooled = max(pooled, sample) over the interpolated " \
+        "samples (src/core/reference/include/openvino/reference/roi_align.hpp; the CPU plugin's roi_align.cpp alike)"
+    if isinstance(outputs, tuple):
+        ort_out, mmcv_out, version = outputs
+        ov_out = mmcv_out.clamp(min=0)  # [K, C, PH, PW], as openvino 2026.4.1 computed it on the recorded models
+        evidence += (f"; on the map of ONNX_MAX_MODE, modelled as max(0, mmcv max): |OpenVINO - onnxruntime {version}| "
+                     f"up to {float((ov_out - ort_out).abs().max()):.3g}, |OpenVINO - mmcv| up to "
+                     f"{float((ov_out - mmcv_out).abs().max()):.3g} ({100 * float((mmcv_out < 0).float().mean()):.0f}% "
+                     "of the bins have only negative samples)")  # fmt: skip
+    return Finding(
+        "OPENVINO_MAX_MODE", "warning",
+        f"{label} uses mode=max, which OpenVINO computes as the max of the bilinearly interpolated samples starting "
+        "from 0: mmcv's max where a bin has a positive sample, 0 where all its samples are negative; so OpenVINO, "
+        "onnxruntime and mmcv give three different results (equal for OpenVINO and mmcv after a ReLU).",
+        evidence,
+        "pool with mode='avg' if the model allows; else compare each runtime's output on real inputs before "
+        "deploying",
+    )  # fmt: skip
+
+
+def _max_mode_outputs(node: PoolNode) -> tuple[Any, Any, str] | str:
+    """onnxruntime's and mmcv's max on a seeded N(0, 1) map with the node's own attributes, or why not."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -438,11 +546,8 @@ def _measure_max_mode(node: PoolNode) -> str:
     except Exception as exc:  # an onnxruntime that refuses these settings: say so, do not fail the report
         return f"not measured (onnxruntime: {str(exc).splitlines()[0][:160]})"
     rois = torch.cat([torch.zeros(4, 1), boxes], 1)
-    ours = roi_align(x, rois, (ph, pw), scale, node.sampling_ratio, node.aligned, mode="max")
-    diff = (torch.from_numpy(theirs) - ours).abs()
-    return (f"measured with onnxruntime {ort.__version__} on a seeded N(0, 1) 24 x 24 map, 4 boxes: "
-            f"|ONNX max - mmcv max| up to {float(diff.max()):.3g}, mean {float(diff.mean()):.3g} "
-            f"(map std 1)")  # fmt: skip
+    ours = roi_align(x, rois, (ph, pw), scale, node.sampling_ratio, node.aligned, mode="max")  # [4, 4, PH, PW]
+    return torch.from_numpy(theirs), ours, ort.__version__
 
 
 def _trt_pyramid_finding(node: PoolNode) -> Finding:

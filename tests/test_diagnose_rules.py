@@ -76,6 +76,8 @@ CASES = [
     ("SUBCELL_ROI", (torch.tensor([[0.0, 100, 50, 104, 53]]), GOOD), (ROIS, GOOD)),
     ("NON_DIVISIBLE_STRIDE", (ROIS, dict(image_size=(800, 1000), features=(2, 8, 50, 63), spatial_scale=1 / 16)),
      (ROIS, GOOD)),
+    ("FPN_LEVEL_SIZES", (ROIS, dict(GOOD, pyramid=[(100, 128), (50, 64), (25, 33)])),
+     (ROIS, dict(GOOD, pyramid=[(100, 128), (50, 64), (25, 32)]))),
     ("MIXED_DEFAULTS", (ROIS, dict(GOOD, aligned=False, sampling_ratio=-1, convention="mmcv")),
      (ROIS, dict(GOOD, aligned=True, sampling_ratio=0, convention="mmcv"))),
 ]  # fmt: skip

@@ -161,6 +161,14 @@ PAIRS = {
         "UserWarning: Exporting aten::index operator of advanced indexing in opset 11 is achieved by combination "
         "of multiple ONNX operators",
     ),
+    "NO_KERNEL": (
+        "InvalidArgumentError: Detected unsupported operations when trying to compile graph __inference_f_12 on "
+        "XLA_GPU_JIT: CropAndResize (No registered 'CropAndResize' OpKernel for XLA_GPU_JIT devices compatible "
+        "with node {{node CropAndResize}}){{node CropAndResize}}",
+        "InvalidArgumentError: Detected unsupported operations when trying to compile graph __inference_f_12 on "
+        "XLA_CPU_JIT: UniqueV2 (No registered 'UniqueV2' OpKernel for XLA_CPU_JIT devices compatible with node "
+        "{{node UniqueV2}}){{node UniqueV2}}",
+    ),
 }
 
 
@@ -415,3 +423,65 @@ def test_explanation_is_frozen_and_serialisable():
     with pytest.raises(dataclasses.FrozenInstanceError):
         e.code = "X"  # type: ignore[misc]
     assert json.loads(json.dumps(e.to_dict()))["code"] == "MISSING_BATCH_INDEX"
+
+
+# ------------------------------------------------------------------- issue 14: TensorFlow 2.21 and FPN messages
+
+BY_ID = {r["id"]: r for r in RECORDS}
+
+
+def test_tensorflow_uint8_message_is_explained_for_what_tensorflow_2_21_does():
+    """TF 1.0's message (tensorflow/tensorflow#9020); TF 2.21 itself raises nothing for uint8 (gen_error_messages.py
+    checks that when it records), so the explanation must not claim that it does."""
+    e = explain_error(BY_ID["tf1_uint8_no_kernel"]["text"])
+    assert (e.code, e.framework) == ("DTYPE_UNSUPPORTED", "tensorflow")
+    assert e.cause == (
+        "this TensorFlow has no CropAndResize kernel for the image's dtype on this device. TensorFlow 1.0 registered "
+        "a float CPU kernel only, so a uint8 image from cv2 / PIL failed (tensorflow/tensorflow#9020); TensorFlow "
+        "2.21 runs a uint8 image on the CPU, eager and in tf.function (float32 crops of the raw 0-255 values, "
+        "recorded), but its GPU kernels take half, float and double only (TF_CALL_GPU_NUMBER_TYPES in "
+        "tensorflow/core/kernels/image/crop_and_resize_op.cc), so a uint8 image placed on a GPU without soft "
+        "placement still has none."
+    )
+    assert e.fix.startswith("tf.image.crop_and_resize(tf.cast(image, tf.float32), boxes, box_indices, crop_size)")
+
+
+def test_tensorflow_2_21_bfloat16_image_message():
+    record = BY_ID["tf_bfloat16_image"]
+    assert record["source"] == "tensorflow 2.21.0 (recorded)"
+    e = explain_error(record["text"])
+    assert e.cause == (
+        "CropAndResize's image may be uint8, uint16, int8, int16, int32, int64, half, float, double; a bfloat16 "
+        "image is refused by the op's definition before any kernel runs (TensorFlow 2.21). A uint8 image is "
+        "accepted: it gives float32 crops of the 0-255 values."
+    )
+    assert e.fix == "tf.image.crop_and_resize(tf.cast(image, tf.float32), boxes, box_indices, crop_size)"
+    # the same attr message for another op is not a crop_and_resize problem
+    other = "InvalidArgumentError: Value for attr 'T' of bfloat16 is not in the list of allowed values: float [Op:Erf]"
+    assert explain_error(other) is None
+
+
+def test_tensorflow_2_21_xla_message():
+    record = BY_ID["tf_xla_jit_compile"]
+    assert record["source"] == "tensorflow 2.21.0 (recorded)" and "gen_error_messages" not in record["text"]
+    e = explain_error(record["text"])
+    assert (e.code, e.framework) == ("NO_KERNEL", "tensorflow")
+    assert e.cause == (
+        "TensorFlow has no XLA kernel for CropAndResize, whatever the dtype: a tf.function(jit_compile=True), or a "
+        "Keras model compiled with jit_compile=True, that calls crop_and_resize cannot be compiled for XLA_CPU_JIT "
+        "(recorded with TensorFlow 2.21)."
+    )
+    assert e.fix.startswith("compile that function without XLA: tf.function(fn, jit_compile=False)")
+
+
+def test_fpn_top_down_message_recorded_on_a_real_resnet():
+    record = BY_ID["fpn_top_down_330"]
+    assert record["source"] == "torch 2.14.1 (recorded)"
+    assert record["message"] == (
+        "RuntimeError: The size of tensor a (21) must match the size of tensor b (22) at non-singleton dimension 3"
+    )
+    e = explain_error(record["text"])
+    assert (e.code, e.framework) == ("FEATURE_PYRAMID", "torch")
+    assert e.cause.startswith("inside an FPN, a lateral map of 21 cells is added to the coarser map upsampled x2 "
+                              "(22 cells)")  # fmt: skip
+    assert explain_error(record["message"]) is None  # without the FPN frames: a generic broadcasting error

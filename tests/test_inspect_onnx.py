@@ -140,7 +140,8 @@ def test_max_mode_is_flagged_and_measured():
     model = one_node(mode="max", output_height=4, output_width=4, sampling_ratio=2, spatial_scale=0.5,
                      coordinate_transformation_mode="half_pixel")  # fmt: skip
     report = inspect_onnx(model)
-    (finding,) = report.findings
+    assert codes(report) == ["ONNX_MAX_MODE", "OPENVINO_MAX_MODE"]  # OpenVINO's max: tests/test_inspect_openvino.py
+    finding = report.findings[0]
     assert finding.code == "ONNX_MAX_MODE" and finding.severity == "warning"
     assert "microsoft/onnxruntime#6146" in finding.message
     match = re.search(r"up to ([\d.e+-]+), mean ([\d.e+-]+) \(map std 1\)", finding.evidence)
@@ -218,7 +219,7 @@ def test_tensorrt_plugin_nodes():
 def test_every_code_is_listed():
     assert set(ONNX_CODES) == {"ONNX_NO_HALF_PIXEL", "ONNX_MAX_MODE", "ONNX_ADAPTIVE_SAMPLING",
                                "ONNX_SAMPLING_OMITTED", "ONNX_CTM_DEFAULT", "ONNX_NEGATIVE_SAMPLING",
-                               "TRT_PYRAMID_FLAGS"}  # fmt: skip
+                               "OPENVINO_MAX_MODE", "OPENVINO_COORDINATES", "TRT_PYRAMID_FLAGS"}  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------ bad input

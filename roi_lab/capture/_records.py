@@ -2,7 +2,8 @@
 
 Findings are computed on first access, from the recorded boxes and the map's shape, dtype and device (the map
 itself is not needed), with :func:`roi_lab.diagnose`: once per single-map call, once per pyramid level (the
-boxes that went there, on that level's map and scale) for multi-scale poolers.
+boxes that went there, on that level's map and scale) for multi-scale poolers, plus once for the pyramid's
+level sizes against the image (``NON_DIVISIBLE_STRIDE``, ``FPN_LEVEL_SIZES``).
 """
 
 from __future__ import annotations
@@ -264,7 +265,10 @@ def _level_findings(call: CapturedCall) -> list[Finding] | None:
     batch = torch.cat([torch.full((len(b), 1), float(i), dtype=flat.dtype) for i, b in enumerate(boxes)])
     rois = torch.cat([batch, flat], 1)  # [K, 5]
     names = call.level_names or [str(i) for i in range(len(scales))]
-    found: list[Finding] = []
+    pyramid = [tuple(shape) for shape in shapes]
+    # the pyramid's own findings (its sizes against the image), once, whether or not a level got boxes
+    found: list[Finding] = diagnose([], image_size=call.image_size, features=_stand_in(pyramid[0], call.feature_dtype),
+                                    pyramid=pyramid)  # fmt: skip
     for level, (scale, shape) in enumerate(zip(scales, shapes, strict=True)):
         ids = torch.nonzero(levels == level).flatten()
         if len(ids) == 0:
@@ -274,11 +278,12 @@ def _level_findings(call: CapturedCall) -> list[Finding] | None:
             image_size=call.image_size,
             features=_stand_in(tuple(shape), call.feature_dtype),
             spatial_scale=scale,
+            pyramid=pyramid,
         )
         prefix = f"level {names[level]!r} (spatial_scale {_fmt_scale(scale)}, map {_hw(shape)}, {len(ids)} boxes): "
         for f in per_level:
             if any(g.code == f.code and g.message == f.message for g in found):
-                continue  # e.g. NON_DIVISIBLE_STRIDE on every level
+                continue  # the pyramid's findings, found above, or one message on several levels
             found.append(Finding(f.code, f.severity, f.message, prefix + f.evidence, f.fix))
     return found
 
