@@ -33,6 +33,7 @@ __all__ = [
     "CHANNEL_VIEWS",
     "image_data_uri",
     "box_shapes",
+    "polygon_shape",
     "image_figure",
     "feature_map_figure",
     "overview_figure",
@@ -104,6 +105,19 @@ def box_shapes(
             }
         )
     return out
+
+
+def polygon_shape(points: np.ndarray, *, color: str, dash: str = "solid", width: float = FOCUS_WIDTH) -> dict[str, Any]:
+    """A closed layout path for a polygon ndarray[P, 2] of (x, y) in axis units (a turned box's corners).
+
+    Example:
+        >>> polygon_shape(np.array([[0, 0], [2, 0], [2, 1]]), color="red")["path"]
+        'M 0 0 L 2 0 L 2 1 Z'
+    """
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    path = " L ".join(f"{x:.6g} {y:.6g}" for x, y in pts.tolist())
+    return {"type": "path", "xref": "x", "yref": "y", "path": f"M {path} Z",
+            "line": {"color": color, "width": width, "dash": dash}, "fillcolor": "rgba(0,0,0,0)"}
 
 
 def _pixel_axes(w: float, h: float, *, show: bool = False, offset: float = 0.0) -> dict[str, Any]:
@@ -492,6 +506,8 @@ def details_figure(
     title: str = "",
     height: int = 270,
     meta: Any = None,
+    polygons: dict[str, np.ndarray] | None = None,
+    diff_title: str = "minus your settings' crop",
 ) -> go.Figure:
     """One variant in detail, in ONE figure of five panels: the feature map with the regions, the samples on
     the image, what it reads from the image (RGB), its crop and its difference to your settings' crop.
@@ -511,6 +527,10 @@ def details_figure(
         rgb_uri (str): the RGB read-out as a data URI.
         crop, diff (ndarray[PH, PW]): the crop (channel view) and crop minus your settings' crop.
         meta: plotly's ``layout.meta`` (see :func:`overview_figure`).
+        polygons (dict | None): a turned region (the rotated family): ndarray[4, 2] corners under
+            ``"region_feature"``, ``"intended_feature"`` (feature sample coordinates), ``"region_image"``,
+            ``"intended_image"`` (image px), drawn instead of the focus box's rectangles.
+        diff_title (str): the last panel's title: what the difference is taken to.
     """
     layout: dict[str, Any] = {}
     data: list[dict[str, Any]] = []
@@ -519,8 +539,7 @@ def details_figure(
     width = (1.0 - gap * (n - 1)) / n
     dom = [[i * (width + gap), i * (width + gap) + width] for i in range(n)]
     y_dom = [0.0, 0.90]
-    titles = ["on the feature map", "samples on the image", "what it reads (RGB)", "crop",
-              "minus your settings' crop"]
+    titles = ["on the feature map", "samples on the image", "what it reads (RGB)", "crop", diff_title]
     # 1: the feature map
     fh, fw = summary.shape[:2]
     regions = np.asarray(regions_feature, dtype=np.float64).reshape(-1, 4)
@@ -529,8 +548,13 @@ def details_figure(
     xr, yr = _hidden_axes(layout, 0, dom[0], y_dom, xrange_, yrange)
     data.append({"type": "heatmap", "z": np.asarray(summary, dtype=np.float32), "x0": 0, "y0": 0, "dx": 1, "dy": 1,
                  "colorscale": "Greys", "showscale": False, "hoverinfo": "skip", "xaxis": xr, "yaxis": yr})
-    for shape in (box_shapes(intended, color=INTENDED_COLOR, focus=focus, dash="dash")
-                  + box_shapes(regions, color=REGION_COLOR, focus=focus)):
+    if polygons is None:
+        map_shapes = (box_shapes(intended, color=INTENDED_COLOR, focus=focus, dash="dash")
+                      + box_shapes(regions, color=REGION_COLOR, focus=focus))
+    else:
+        map_shapes = [polygon_shape(polygons["intended_feature"], color=INTENDED_COLOR, dash="dash"),
+                      polygon_shape(polygons["region_feature"], color=REGION_COLOR)]
+    for shape in map_shapes:
         shapes.append({**shape, "xref": xr, "yref": yr})
     # 2: samples on the image
     h, w = image_size
@@ -544,8 +568,13 @@ def details_figure(
     data.append({**_image_trace(image[0], image[1]), "xaxis": xr, "yaxis": yr})
     data.append({"type": "scatter", "x": pts[:, 0], "y": pts[:, 1], "mode": "markers", "xaxis": xr, "yaxis": yr,
                  "marker": {"size": 3, "color": REGION_COLOR}, "hoverinfo": "skip", "showlegend": False})
-    for shape in (box_shapes(intended_image, color=INTENDED_COLOR, dash="dash", width=2)
-                  + box_shapes(region_image, color=REGION_COLOR, width=2)):
+    if polygons is None:
+        image_shapes = (box_shapes(intended_image, color=INTENDED_COLOR, dash="dash", width=2)
+                        + box_shapes(region_image, color=REGION_COLOR, width=2))
+    else:
+        image_shapes = [polygon_shape(polygons["intended_image"], color=INTENDED_COLOR, dash="dash", width=2),
+                        polygon_shape(polygons["region_image"], color=REGION_COLOR, width=2)]
+    for shape in image_shapes:
         shapes.append({**shape, "xref": xr, "yref": yr})
     # 3: RGB read-out
     xr, yr = _hidden_axes(layout, 2, dom[2], y_dom)
