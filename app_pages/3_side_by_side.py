@@ -42,9 +42,9 @@ def overview() -> None:
     """The controls, the overview and the details: a change of the box shown or of a setting reruns only this
     (the image to drag on, outside, is neither recomputed nor redrawn)."""
     with timing.run_timer("Side by side overview (fragment)"), guard.guard("Side by side"):
-        c_box, c_out, c_sr, c_al, c_ang, c_view = st.columns([1.2, 1.1, 1.1, 1.05, 1.1, 2.4])
+        c_box, c_out, c_sr, c_al, c_view = st.columns([1.2, 1.1, 1.1, 1.05, 2.4])
         focus = widgets.focus_box_ui(boxes.labels, c_box)
-        settings = widgets.crop_settings_ui((c_out, c_sr, c_al, c_ang))
+        settings = widgets.crop_settings_ui((c_out, c_sr, c_al, angle_col))
         view, index = widgets.channel_view_ui(channels, c_view)
         data = side.compute(src, feats, stride, boxes, settings, view, index, focus)
         if data.variants[0].settings_note:
@@ -109,5 +109,6 @@ with left:
     )
     st.caption("Drag on the image to add a box; it becomes the box shown. The numbers are the boxes' in "
                "\"Box shown\".")
+    angle_col = st.container()  # the rotated panels' box angle, drawn (and rerun) by the overview's fragment
 with right:
     overview()

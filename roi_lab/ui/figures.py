@@ -365,14 +365,24 @@ PICTURE_AT, PICTURE_SIZE = (4, 24), (156, 117)  # within a tile: the picture's o
 CROP_AT, CROP_SIDE = (166, 24), 104  # within a tile: the crop's origin and side
 
 
-def overview_layout(n: int, columns: int = 4, tile: tuple[int, int] = TILE) -> list[tuple[int, int]]:
-    """Top-left design-px corner of each of ``n`` tiles, left to right, top to bottom.
+def overview_layout(n: int, columns: int = 4, tile: tuple[int, int] = TILE,
+                    row_starts: Sequence[int] = ()) -> list[tuple[int, int]]:
+    """Top-left design-px corner of each of ``n`` tiles, left to right, top to bottom; a tile in ``row_starts``
+    begins a new row (a group of its own).
 
     Example:
         >>> overview_layout(5, columns=4)[-1]
         (0, 200)
+        >>> overview_layout(3, columns=4, row_starts=[2])
+        [(0, 0), (275, 0), (0, 200)]
     """
-    return [((i % columns) * tile[0], (i // columns) * tile[1]) for i in range(n)]
+    out, p = [], 0
+    for i in range(n):
+        if i in row_starts:
+            p = -(-p // columns) * columns  # the next row's first slot (this one, if the row is fresh)
+        out.append(((p % columns) * tile[0], (p // columns) * tile[1]))
+        p += 1
+    return out
 
 
 def _compose(pictures: Sequence[np.ndarray], corners: Sequence[tuple[int, int]], size: tuple[int, int]) -> np.ndarray:
@@ -397,6 +407,8 @@ def overview_figure(
     columns: int = 4,
     wrap: int = 46,
     meta: Any = None,
+    group_start: int | None = None,
+    framed: Sequence[int] = (0,),
 ) -> go.Figure:
     """Every variant at a glance, in ONE figure with ONE pair of axes: per variant a picture of where it
     samples, its crop with hover values, and its verdict in words.
@@ -419,17 +431,25 @@ def overview_figure(
         columns (int): tiles per row.
         wrap (int): characters per line of the verdict's words.
         meta: plotly's ``layout.meta``: the state the figure shows (the latency benchmark waits for it).
+        group_start (int | None): the first variant of a group drawn on rows of its own (the rotated family);
+            the legend's slot then closes the first group.
+        framed (list[int]): the tiles framed as references (your settings; the rotated reference).
 
     Returns:
         go.Figure
     """
     v = len(verdicts)
     ph, pw = int(maps.shape[-2]), int(maps.shape[-1])
-    slots = v + 1  # one more: the colour bar and the legend
-    rows = -(-slots // columns)
     tw, th = TILE
+    # one more slot: the colour bar and the legend, after the first group (or after every tile)
+    legend_at = v if group_start is None else group_start
+    order = [*range(legend_at), v, *range(legend_at, v)]  # tile index per slot; v is the legend
+    placed = overview_layout(v + 1, columns, row_starts=[] if group_start is None else [legend_at + 1])
+    corners = [(0, 0)] * (v + 1)
+    for slot, i in enumerate(order):
+        corners[i] = placed[slot]
+    rows = max(y for _, y in corners) // th + 1
     width, height = columns * tw, rows * th
-    corners = overview_layout(slots, columns)
     # one heatmap: cell edges of every tile column / row, a NaN gap between tiles
     cell_x, cell_y = CROP_SIDE / pw, CROP_SIDE / ph
     xs = [c * tw + CROP_AT[0] for c in range(columns)]
@@ -440,7 +460,7 @@ def overview_figure(
     z = np.full((len(y_edges) - 1, len(x_edges) - 1), np.nan, np.float32)
     text = np.full(z.shape, "", dtype=object)
     for i, verdict in enumerate(verdicts):
-        r, c = divmod(i, columns)
+        r, c = corners[i][1] // th, corners[i][0] // tw
         r0, c0 = r * (ph + 1), c * (pw + 1)
         z[r0 : r0 + ph, c0 : c0 + pw] = maps[i]
         text[r0 : r0 + ph, c0 : c0 + pw] = [[f"{verdict.title}<br>bin (row {a}, col {b})" for b in range(pw)]
@@ -464,7 +484,7 @@ def overview_figure(
         texts.append((x + 4, y + 3, f"<b>{verdict.title}</b>", 13, color))
         texts.append((x + 4, y + PICTURE_AT[1] + PICTURE_SIZE[1] + 4,
                       f"<b>{verdict.headline}</b><br>{_wrap(verdict.words, wrap)}", 11, color))
-        if i == 0:
+        if i in framed:
             shapes.append({"type": "rect", "x0": x + 1, "x1": x + tw - 3, "y0": y + 1, "y1": y + th - 3,
                            "line": {"color": color, "width": 2}, "fillcolor": "rgba(0,0,0,0)"})
     x, y = corners[v]

@@ -199,7 +199,10 @@ def overview(variants: list[Any], crops: views.CropViews, errors: dict[str, str]
         scale (float): working / original image size (the verdicts' offsets are in original px).
     """
     verdicts = views.verdicts(variants, 0, crops.maps, scale, errors)
-    fig = figures.overview_figure(verdicts, pictures, crops.maps, crops.zmin, crops.zmax, view=view, meta=meta)
+    refs = views.reference_indices(variants)
+    own = [i for i, j in enumerate(refs) if i == j]  # the references: your settings, the rotated one
+    fig = figures.overview_figure(verdicts, pictures, crops.maps, crops.zmin, crops.zmax, view=view, meta=meta,
+                                  group_start=own[1] if len(own) > 1 else None, framed=own)
     return verdicts, fig
 
 
