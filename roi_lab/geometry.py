@@ -372,8 +372,8 @@ def roi_pool_cells(boxes: Tensor, spatial_scale: float) -> tuple[Tensor, Tensor,
 
     Example:
         >>> region, cells, n = roi_pool_cells(torch.tensor([[20., 36., 50., 60.]]), 1 / 16)
-        >>> region.tolist(), cells.tolist(), n.tolist()
-        ([[0.5, 1.5, 3.5, 4.5]], [[[1.0, 2.0], [2.0, 2.0], [3.0, 2.0], [1.0, 3.0], [2.0, 3.0], [3.0, 3.0], [1.0, 4.0], [2.0, 4.0], [3.0, 4.0]]], [9])
+        >>> region.tolist(), n.tolist(), cells[0, :4].tolist()
+        ([[0.5, 1.5, 3.5, 4.5]], [9], [[1.0, 2.0], [2.0, 2.0], [3.0, 2.0], [1.0, 3.0]])
     """
     v = boxes.detach().float().cpu() * torch.tensor(spatial_scale, dtype=torch.float32)  # float32, as the op
     v = v.double()
@@ -821,10 +821,10 @@ def crop_features_for_variants(
     call per (``sampling_ratio``, ``aligned``), crop_and_resize one per crop size. The rotated family folds
     the scale likewise but keeps its angles as passed (one call per ``sampling_ratio``, angle unit and
     ``clockwise``: the op's own degree-to-radian conversion). RoIPool rounds ``box * spatial_scale``, so its
-    scale stays in the call. The 17 variants take 8 calls instead of 17. Each box is sampled on its own, so the crops equal the
-    per-variant calls: crop_and_resize and roi_pool bit for bit, roi_align and roi_align_rotated to within
-    a few ulp (the batch invariance note of ``roi_align``, and the scale multiplied before rather than
-    inside the op).
+    scale stays in the call. The 17 variants take 8 calls instead of 17. Each box is sampled on its own, so
+    the crops equal the per-variant calls: crop_and_resize and roi_pool bit for bit, roi_align and
+    roi_align_rotated to within a few ulp (the batch invariance note of ``roi_align``, and the scale
+    multiplied before rather than inside the op).
 
     Args:
         variants (list[Variant]): from :func:`make_variants`.

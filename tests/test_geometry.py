@@ -172,7 +172,7 @@ def run_torchvision(v: Variant, features: torch.Tensor) -> torch.Tensor:
 def framework_rotated_call(v: Variant, features: torch.Tensor, batch_index: int) -> torch.Tensor:
     """The call each rotated variant's code line writes, through the frameworks' own module signatures:
     detectron2's ROIAlignRotated (degrees) or mmcv's RoIAlignRotated (radians, clockwise)."""
-    from roi_lab.ops.roi_align_rotated import RoIAlignRotated, ROIAlignRotated
+    from roi_lab.ops.roi_align_rotated import ROIAlignRotated, RoIAlignRotated
 
     kw = v.op_kwargs
     rois = torch.cat([torch.full((len(v.boxes_passed), 1), float(batch_index)), v.boxes_passed], 1).to(features.dtype)
@@ -958,7 +958,8 @@ def test_rotated_iou_pairwise_exact_cases_and_a_raster_reference():
     def inside(r):
         dx, dy = xs - r[0], ys - r[1]
         c, s = math.cos(r[4]), math.sin(r[4])
-        u, v = dx * c - dy * s, dx * s + dy * c  # box coordinates: invert x = cx + v sin + u cos, y = cy + v cos - u sin
+        # box coordinates (u, v): the inverse of x = cx + v sin + u cos, y = cy + v cos - u sin
+        u, v = dx * c - dy * s, dx * s + dy * c
         return (u.abs() <= r[2] / 2) & (v.abs() <= r[3] / 2)
 
     got = rotated_iou_pairwise(ra, rb)

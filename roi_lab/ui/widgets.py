@@ -173,7 +173,8 @@ def crop_settings_ui(cols: Sequence = ()) -> CropSettings:
     sampling_ratio = cols[1].slider("Sampling ratio (0 = adaptive)", 0, 4, **bind(K.SAMPLING_RATIO))
     aligned = cols[2].toggle("aligned=True", **bind(K.ALIGNED),
                              help="the half-pixel offset (torchvision's aligned=True); off: legacy aligned=False")
-    angle = cols[3].slider("Box angle of the rotated panels (degrees, counter-clockwise)", -180, 180, step=5, **bind(K.BOX_ANGLE),
+    angle = cols[3].slider("Box angle of the rotated panels (degrees, counter-clockwise)", -180, 180, step=5,
+                           **bind(K.BOX_ANGLE),
                            help="the rotated panels turn every box by this angle, counter-clockwise about its "
                            "centre (detectron2's convention); at 0 or 180 the angle mix-ups vanish")
     return CropSettings(int(output_size), int(sampling_ratio), bool(aligned), float(angle))
