@@ -44,7 +44,7 @@ def overview() -> None:
     with timing.run_timer("Side by side overview (fragment)"), guard.guard("Side by side"):
         c_box, c_out, c_sr, c_al, c_view = st.columns([1.2, 1.1, 1.1, 1.05, 2.4])
         focus = widgets.focus_box_ui(boxes.labels, c_box)
-        settings = widgets.crop_settings_ui((c_out, c_sr, c_al))
+        settings = widgets.crop_settings_ui((c_out, c_sr, c_al, angle_col))
         view, index = widgets.channel_view_ui(channels, c_view)
         data = side.compute(src, feats, stride, boxes, settings, view, index, focus)
         if data.variants[0].settings_note:
@@ -88,7 +88,7 @@ def downloads(data: side.SideData, settings, focus: int) -> None:
                                   feats)["crops"][:, 0],
             boxes.model[focus],
             {"output_size": settings.output_size, "sampling_ratio": settings.sampling_ratio,
-             "aligned": settings.aligned, "stride": stride},
+             "aligned": settings.aligned, "angle_degrees": settings.angle_degrees, "stride": stride},
         ),
         file_name="roi_lab_crops.npz", key="download_crops", on_click="ignore",
     )
@@ -109,5 +109,6 @@ with left:
     )
     st.caption("Drag on the image to add a box; it becomes the box shown. The numbers are the boxes' in "
                "\"Box shown\".")
+    angle_col = st.container()  # the rotated panels' box angle, drawn (and rerun) by the overview's fragment
 with right:
     overview()

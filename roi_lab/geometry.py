@@ -350,6 +350,202 @@ def box_iou_pairwise(a: Tensor, b: Tensor) -> Tensor:
     return torch.where(union > 0, inter / union.clamp(min=1e-300), torch.zeros_like(union)).float()
 
 
+def roi_pool_cells(boxes: Tensor, spatial_scale: float) -> tuple[Tensor, Tensor, Tensor]:
+    """The cells torchvision's ``roi_pool`` max-pools, box by box.
+
+    Args:
+        boxes (Tensor[K, 4]): x1, y1, x2, y2 as passed to the op (before ``spatial_scale``).
+        spatial_scale (float): the op's scale.
+
+    Returns:
+        (Tensor[K, 4], Tensor[K, P, 2], Tensor[K]): float64 (int64 counts): the quantized region
+        ``[start - 0.5, ..., end + 0.5]`` (the cells' outer edges), the (x, y) centres of its cells in
+        feature sample coordinates, row-major (NaN padding when boxes cover different numbers of cells),
+        and the number of cells per box.
+
+    Convention:
+        ``start = round(x1 * spatial_scale)``, ``end = round(x2 * spatial_scale)`` in float32, halves away
+        from zero; both ends inclusive: ``roi_w = max(end - start + 1, 1)`` cells ``start .. start + roi_w - 1``
+        (torchvision/csrc/ops/cpu/roi_pool_kernel.cpp). The bins ``[floor(pw * roi_w / PW), ceil((pw + 1) *
+        roi_w / PW))`` overlap but cover all of them, whatever ``PW``; cells off the map are skipped (a bin
+        wholly off it gives 0).
+
+    Example:
+        >>> region, cells, n = roi_pool_cells(torch.tensor([[20., 36., 50., 60.]]), 1 / 16)
+        >>> region.tolist(), n.tolist(), cells[0, :4].tolist()
+        ([[0.5, 1.5, 3.5, 4.5]], [9], [[1.0, 2.0], [2.0, 2.0], [3.0, 2.0], [1.0, 3.0]])
+    """
+    v = boxes.detach().float().cpu() * torch.tensor(spatial_scale, dtype=torch.float32)  # float32, as the op
+    v = v.double()
+    q = torch.sign(v) * torch.floor(v.abs() + 0.5)  # [K, 4] C's round (exact: v holds float32 values)
+    start, end = q[:, :2], q[:, 2:]  # [K, 2] (x, y)
+    size = (end - start + 1).clamp(min=1)  # [K, 2] (roi_w, roi_h)
+    region = torch.cat([start - 0.5, start + size - 0.5], 1)  # [K, 4]
+    counts = (size[:, 0] * size[:, 1]).long()  # [K]
+    p_max = int(counts.max()) if len(q) else 0
+    cells = torch.full((len(q), p_max, 2), float("nan"), dtype=torch.float64)
+    for i in range(len(q)):  # boxes cover different numbers of cells: one small grid each
+        rw, rh = int(size[i, 0]), int(size[i, 1])
+        yy, xx = torch.meshgrid(torch.arange(rh, dtype=torch.float64), torch.arange(rw, dtype=torch.float64),
+                                indexing="ij")  # [roi_h, roi_w]
+        cells[i, : rw * rh] = torch.stack([xx + start[i, 0], yy + start[i, 1]], -1).reshape(-1, 2)
+    return region, cells, counts
+
+
+def rotated_box_corners(rboxes: Tensor) -> Tensor:
+    """The four corners of rotated boxes, in the order (-w/2, -h/2), (w/2, -h/2), (w/2, h/2), (-w/2, h/2) of the box.
+
+    Args:
+        rboxes (Tensor[K, 5]): cx, cy, w, h and the counter-clockwise angle in **radians**.
+
+    Returns:
+        Tensor[K, 4, 2] float64: (x, y) corners.
+
+    Convention:
+        Image coordinates, y down; the angle turns the box's x axis towards -y (visually counter-clockwise),
+        as detectron2's ``ROIAlignRotated`` samples: ``x = cx + yy * sin + xx * cos``, ``y = cy + yy * cos - xx *
+        sin`` for box coordinates ``(xx, yy)``.
+
+    Example:
+        >>> rotated_box_corners(torch.tensor([[0., 0., 4., 2., math.pi / 2]])).round().tolist()
+        [[[-1.0, 2.0], [-1.0, -2.0], [1.0, -2.0], [1.0, 2.0]]]
+    """
+    r = rboxes.detach().to(torch.float64).cpu().reshape(-1, 5)
+    cx, cy, w, h, theta = r.unbind(1)
+    xx = torch.stack([-w, w, w, -w], 1) / 2  # [K, 4]
+    yy = torch.stack([-h, -h, h, h], 1) / 2  # [K, 4]
+    cos, sin = torch.cos(theta)[:, None], torch.sin(theta)[:, None]
+    return torch.stack([cx[:, None] + yy * sin + xx * cos, cy[:, None] + yy * cos - xx * sin], -1)  # [K, 4, 2]
+
+
+def _cross(o: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    return (a[..., 0] - o[..., 0]) * (b[..., 1] - o[..., 1]) - (a[..., 1] - o[..., 1]) * (b[..., 0] - o[..., 0])
+
+
+def _inside_convex(points: Tensor, poly: Tensor) -> Tensor:
+    """points [K, P, 2] inside (or on) the convex quad poly [K, 4, 2] of either orientation: [K, P] bool."""
+    a, b = poly, poly.roll(-1, 1)  # [K, 4, 2] edges a -> b
+    c = _cross(a[:, None], b[:, None], points[:, :, None])  # [K, P, 4]
+    eps = 1e-9 * (poly.abs().amax((1, 2)) + 1)[:, None, None] ** 2
+    return (c >= -eps).all(-1) | (c <= eps).all(-1)
+
+
+def _polygon_area(poly: Tensor) -> Tensor:
+    """Shoelace area of polygons [K, 4, 2] (any orientation): [K]."""
+    x, y = poly[..., 0], poly[..., 1]
+    return 0.5 * (x * y.roll(-1, 1) - x.roll(-1, 1) * y).sum(1).abs()
+
+
+def rotated_iou_pairwise(a: Tensor, b: Tensor) -> Tensor:
+    """IoU of rotated box ``a[k]`` with ``b[k]``: the exact area of the intersection of the two rectangles.
+
+    The intersection of two convex quads is the convex hull of the corners of each inside the other and the
+    crossings of their edges; ordered by angle about their mean, its area is the shoelace sum.
+
+    Args:
+        a, b (Tensor[K, 5]): cx, cy, w, h, counter-clockwise angle in radians (see :func:`rotated_box_corners`).
+
+    Returns:
+        Tensor[K] float32 (0 where the union has no area).
+
+    Example:
+        >>> square = torch.tensor([[0., 0., 1., 1., 0.]])
+        >>> rotated_iou_pairwise(square, square + torch.tensor([[0., 0., 0., 0., math.pi / 4]]))  # 1 / sqrt(2)
+        tensor([0.7071])
+    """
+    pa, pb = rotated_box_corners(a), rotated_box_corners(b)  # [K, 4, 2]
+    k = len(pa)
+    # edge crossings: edge i of a (p -> p + r) with edge j of b (q -> q + s)
+    p, r = pa[:, :, None], (pa.roll(-1, 1) - pa)[:, :, None]  # [K, 4, 1, 2]
+    q, s = pb[:, None], (pb.roll(-1, 1) - pb)[:, None]  # [K, 1, 4, 2]
+    denom = r[..., 0] * s[..., 1] - r[..., 1] * s[..., 0]  # [K, 4, 4]
+    qp = q - p
+    safe = torch.where(denom.abs() > 1e-300, denom, torch.ones_like(denom))
+    t = (qp[..., 0] * s[..., 1] - qp[..., 1] * s[..., 0]) / safe
+    u = (qp[..., 0] * r[..., 1] - qp[..., 1] * r[..., 0]) / safe
+    hit = (denom.abs() > 1e-300) & (t >= 0) & (t <= 1) & (u >= 0) & (u <= 1)  # [K, 4, 4]
+    crossings = (p + t[..., None] * r).reshape(k, 16, 2)
+    points = torch.cat([pa, pb, crossings], 1)  # [K, 24, 2]
+    valid = torch.cat([_inside_convex(pa, pb), _inside_convex(pb, pa), hit.reshape(k, 16)], 1)  # [K, 24]
+    n = valid.sum(1, keepdim=True).clamp(min=1)
+    centre = (points * valid[..., None]).sum(1, keepdim=True) / n[..., None]  # [K, 1, 2]
+    angle = torch.atan2(points[..., 1] - centre[..., 1], points[..., 0] - centre[..., 0])
+    angle = torch.where(valid, angle, torch.full_like(angle, 10.0))  # invalid points sort last
+    order = angle.argsort(1)
+    pts = points.gather(1, order[..., None].expand(-1, -1, 2))  # [K, 24, 2]
+    ok = valid.gather(1, order)
+    pts = torch.where(ok[..., None], pts, pts[:, :1])  # invalid points repeat the first: they add no area
+    x, y = pts[..., 0], pts[..., 1]
+    inter = 0.5 * (x * y.roll(-1, 1) - x.roll(-1, 1) * y).sum(1).abs()  # [K]
+    inter = torch.where(valid.sum(1) >= 3, inter, torch.zeros_like(inter))
+    union = _polygon_area(pa) + _polygon_area(pb) - inter
+    return torch.where(union > 0, inter / union.clamp(min=1e-300), torch.zeros_like(union)).float()
+
+
+def roi_align_rotated_sample_points(
+    rboxes: Tensor, spatial_scale: float, output_size: tuple[int, int], sampling_ratio: int, theta: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Where ``roi_align_rotated`` (detectron2's ROIAlignRotated; mmcv's with ``aligned=True``) samples, box by box.
+
+    Args:
+        rboxes (Tensor[K, 5]): cx, cy, w, h (and the angle, not read: ``theta`` is) as passed to the op.
+        spatial_scale (float): the op's scale.
+        output_size ((PH, PW)): bins.
+        sampling_ratio (int): samples per bin side; ``<= 0`` is the adaptive ``ceil(roi / P)``.
+        theta (Tensor[K]): the counter-clockwise angle in radians the op turns each box by (after its
+            ``angle_unit`` and ``clockwise`` are applied).
+
+    Returns:
+        (Tensor[K, 5], Tensor[K, P, 2], Tensor[K]): float64 (int64 counts): the region ``(cx, cy, w, h,
+        theta)`` in feature sample coordinates, the (x, y) samples ordered ``[PH, PW, SY, SX]`` (NaN padding
+        when the adaptive grid differs between boxes), and the number of samples per box.
+
+    Convention:
+        centre ``c * spatial_scale - 0.5``, size ``w * spatial_scale``; box coordinates ``yy = -h / 2 + ph * bin_h +
+        (iy + 0.5) * bin_h / SY`` (``xx`` likewise) turned about the centre: ``x = cx + yy * sin + xx * cos``, ``y =
+        cy + yy * cos - xx * sin`` (detectron2/layers/csrc/ROIAlignRotated/ROIAlignRotated_cpu.cpp).
+
+    Example:
+        >>> region, pts, n = roi_align_rotated_sample_points(torch.tensor([[16., 16., 32., 16., 0.]]), 1 / 16,
+        ...                                                  (1, 2), 1, torch.zeros(1))
+        >>> region.tolist(), pts.tolist(), n.tolist()
+        ([[0.5, 0.5, 2.0, 1.0, 0.0]], [[[0.0, 0.5], [1.0, 0.5]]], [2])
+    """
+    r = rboxes.detach().to(torch.float64).cpu().reshape(-1, 5)
+    th = theta.detach().to(torch.float64).cpu().reshape(-1)
+    ph_n, pw_n = output_size
+    cx, cy = r[:, 0] * spatial_scale - 0.5, r[:, 1] * spatial_scale - 0.5
+    roi_w, roi_h = r[:, 2] * spatial_scale, r[:, 3] * spatial_scale
+    region = torch.stack([cx, cy, roi_w, roi_h, th], 1)  # [K, 5]
+    if sampling_ratio > 0:
+        grid_h = torch.full((len(r),), sampling_ratio, dtype=torch.int64)
+        grid_w = grid_h.clone()
+    else:
+        grid_h = torch.ceil(roi_h / ph_n).to(torch.int64).clamp(min=0)
+        grid_w = torch.ceil(roi_w / pw_n).to(torch.int64).clamp(min=0)
+    counts = grid_h * grid_w * ph_n * pw_n  # [K]
+    p_max = int(counts.max()) if len(r) else 0
+    points = torch.full((len(r), p_max, 2), float("nan"), dtype=torch.float64)
+    for gh, gw in {(int(h), int(w)) for h, w in zip(grid_h, grid_w, strict=True)}:
+        sel = (grid_h == gh) & (grid_w == gw)
+        if gh * gw == 0:
+            continue
+        k = int(sel.sum())
+        bin_h, bin_w = (roi_h[sel] / ph_n)[:, None, None], (roi_w[sel] / pw_n)[:, None, None]  # [k, 1, 1]
+        yy = -roi_h[sel, None, None] / 2 + torch.arange(ph_n, dtype=torch.float64)[None, :, None] * bin_h \
+            + (torch.arange(gh, dtype=torch.float64)[None, None, :] + 0.5) * bin_h / gh  # [k, PH, SY]
+        xx = -roi_w[sel, None, None] / 2 + torch.arange(pw_n, dtype=torch.float64)[None, :, None] * bin_w \
+            + (torch.arange(gw, dtype=torch.float64)[None, None, :] + 0.5) * bin_w / gw  # [k, PW, SX]
+        yy = yy[:, :, None, :, None].expand(k, ph_n, pw_n, gh, gw)  # [k, PH, PW, SY, SX]
+        xx = xx[:, None, :, None, :].expand(k, ph_n, pw_n, gh, gw)  # [k, PH, PW, SY, SX]
+        cos = torch.cos(th[sel])[:, None, None, None, None]
+        sin = torch.sin(th[sel])[:, None, None, None, None]
+        x = cx[sel, None, None, None, None] + yy * sin + xx * cos  # [k, PH, PW, SY, SX]
+        y = cy[sel, None, None, None, None] + yy * cos - xx * sin  # [k, PH, PW, SY, SX]
+        points[sel, : ph_n * pw_n * gh * gw] = torch.stack([x, y], -1).reshape(k, -1, 2)
+    return region, points, counts
+
+
 # ----------------------------------------------------------------------------------------------
 # Variants
 # ----------------------------------------------------------------------------------------------
@@ -369,6 +565,18 @@ class VariantKind(str, Enum):
     ALIGNED_MISMATCH = "aligned_mismatch"
     TF_CROP_AND_RESIZE = "tf_crop_and_resize"
     NON_DIVISIBLE_STRIDE = "non_divisible_stride"
+    ROI_POOL = "roi_pool"
+    OTHER_DEFAULTS = "other_framework_defaults"
+    ROTATED = "rotated"
+    RADIANS_AS_DEGREES = "radians_as_degrees"
+    DEGREES_AS_RADIANS = "degrees_as_radians"
+    CLOCKWISE_FLIPPED = "clockwise_flipped"
+
+
+#: The rotated family: the boxes turned by ``angle_degrees`` and pooled with ROIAlignRotated (ROTATED, detectron2's
+#: convention) and with each angle mix-up; the mix-ups are compared with ROTATED, not with your axis-aligned call.
+ROTATED_KINDS = (VariantKind.ROTATED, VariantKind.RADIANS_AS_DEGREES, VariantKind.DEGREES_AS_RADIANS,
+                 VariantKind.CLOCKWISE_FLIPPED)
 
 
 #: One short title per kind, the same whatever the settings (the app uses them as widget labels, which must
@@ -386,6 +594,12 @@ VARIANT_TITLES: dict[VariantKind, str] = {
     VariantKind.ALIGNED_MISMATCH: "aligned flipped",
     VariantKind.TF_CROP_AND_RESIZE: "TF crop_and_resize, (size - 1)",
     VariantKind.NON_DIVISIBLE_STRIDE: "Scale from measured sizes",
+    VariantKind.ROI_POOL: "RoIPool (quantized)",
+    VariantKind.OTHER_DEFAULTS: "Other framework's defaults",
+    VariantKind.ROTATED: "Rotated box (detectron2)",
+    VariantKind.RADIANS_AS_DEGREES: "Radians read as degrees",
+    VariantKind.DEGREES_AS_RADIANS: "Degrees read as radians",
+    VariantKind.CLOCKWISE_FLIPPED: "Clockwise flipped",
 }
 
 
@@ -397,19 +611,26 @@ class Variant:
         kind (VariantKind): which bug (or CORRECT: the user's own settings).
         title (str): ``VARIANT_TITLES[kind]``: the same whatever the settings.
         description (str): ``words``, then the line of user code that produces it (``code``).
-        op (str): ``"roi_align"`` or ``"crop_and_resize"``.
-        boxes_passed (Tensor[K, 4]): what the code passes, in the op's own format (xyxy for
-            roi_align, before ``spatial_scale``; y1, x1, y2, x2 for crop_and_resize).
-        op_kwargs (dict): ``spatial_scale``, ``sampling_ratio``, ``aligned`` (roi_align) or
-            ``box_indices``, ``crop_size`` (crop_and_resize).
-        boxes_feature (Tensor[K, 4]): xyxy region the op really samples, feature sample coordinates.
+        op (str): ``"roi_align"``, ``"crop_and_resize"``, ``"roi_pool"`` or ``"roi_align_rotated"``.
+        boxes_passed (Tensor[K, 4] | Tensor[K, 5]): what the code passes, in the op's own format (xyxy for
+            roi_align and roi_pool, before ``spatial_scale``; y1, x1, y2, x2 for crop_and_resize; cx, cy, w,
+            h, angle in the op's own unit for roi_align_rotated).
+        op_kwargs (dict): ``spatial_scale``, ``sampling_ratio``, ``aligned`` (roi_align; roi_align_rotated
+            also ``angle_unit``, ``clockwise``), ``spatial_scale`` (roi_pool) or ``box_indices``,
+            ``crop_size`` (crop_and_resize).
+        boxes_feature (Tensor[K, 4]): xyxy region the op really samples, feature sample coordinates
+            (roi_pool: the outer edges of its whole cells; roi_align_rotated: the bounding box of the turned
+            region).
         region_image (Tensor[K, 4]): that region in image px (``(p + 0.5) * stride``).
         points_feature (Tensor[K, P, 2]): (x, y) sample positions, feature sample coordinates
-            (NaN-padded when the adaptive grid differs between boxes).
+            (NaN-padded when the adaptive grid differs between boxes); for roi_pool the centres of the
+            cells it max-pools.
         points_image (Tensor[K, P, 2]): the same in image px.
-        outside_fraction (Tensor[K]): share of samples that read zero: roi_align ``y < -1 or y > h``
-            (or x likewise); crop_and_resize outside ``[0, h - 1]``. 1 for a box with no samples.
-        iou (Tensor[K]): IoU of ``region_image`` with the intended box.
+        outside_fraction (Tensor[K]): share of samples that read zero: roi_align and roi_align_rotated
+            ``y < -1 or y > h`` (or x likewise); crop_and_resize outside ``[0, h - 1]``; roi_pool the share
+            of its cells off the map (skipped; a bin wholly off the map gives 0). 1 for a box with no samples.
+        iou (Tensor[K]): IoU of ``region_image`` with the intended box (the rotated family: of the turned
+            regions, exact polygon IoU, :func:`rotated_iou_pairwise`).
         code (str): the line of user code alone.
         output_size ((PH, PW)), batch_index (int), stride ((sy, sx)), image_size ((H, W)),
         feature_size ((h, w)): the configuration the variant was made for.
@@ -419,6 +640,12 @@ class Variant:
         settings_note (str): for CORRECT only, "" or why the user's own settings are off (legacy
             ``aligned=False``), so the app never calls a half-cell-off reference "correct".
         boxes_meant (Tensor[K, 4]): the boxes the user meant, xyxy image px (the same for every variant).
+        rotated_region_image (Tensor[K, 5] | None): the rotated family only: the turned region the op
+            samples, (cx, cy, w, h, counter-clockwise angle in radians), image px.
+        rotated_meant_image (Tensor[K, 5] | None): the rotated family only: the boxes meant turned by the
+            angle asked for, same format.
+        reference (VariantKind): the variant this one is compared with: CORRECT (your call), or ROTATED for
+            the rotated family.
 
     Convention:
         See the module docstring: feature sample ``p`` is image coordinate ``(p + 0.5) * stride``.
@@ -447,6 +674,23 @@ class Variant:
     fix: str = ""
     settings_note: str = ""
     boxes_meant: Tensor = field(default_factory=lambda: torch.zeros(0, 4))
+    rotated_region_image: Tensor | None = None
+    rotated_meant_image: Tensor | None = None
+    reference: VariantKind = VariantKind.CORRECT
+
+    @property
+    def polygon_image(self) -> Tensor | None:
+        """Tensor[K, 4, 2] (x, y) corners of the turned region, image px (None unless rotated)."""
+        return None if self.rotated_region_image is None else rotated_box_corners(self.rotated_region_image)
+
+    @property
+    def polygon_meant(self) -> Tensor | None:
+        """Tensor[K, 4, 2] (x, y) corners of the turned boxes meant, image px (None unless rotated)."""
+        return None if self.rotated_meant_image is None else rotated_box_corners(self.rotated_meant_image)
+
+    def _rois(self, boxes: Tensor) -> Tensor:
+        return torch.cat([torch.full((len(boxes), 1), float(self.batch_index), dtype=boxes.dtype,
+                                     device=boxes.device), boxes], 1)  # [K, 1 + columns]
 
     def apply(self, features: Tensor, output_size: int | tuple[int, int] | None = None) -> Tensor:
         """Run the op on ``features`` exactly as the buggy code does.
@@ -464,6 +708,14 @@ class Variant:
             from roi_lab import roi_align
 
             return roi_align(features, to_rois(boxes, self.batch_index), size, **self.op_kwargs)
+        if self.op == "roi_pool":
+            from roi_lab import roi_pool
+
+            return roi_pool(features, to_rois(boxes, self.batch_index), size, **self.op_kwargs)
+        if self.op == "roi_align_rotated":
+            from roi_lab import roi_align_rotated
+
+            return roi_align_rotated(features, self._rois(boxes), size, **self.op_kwargs)
         from roi_lab import crop_and_resize
 
         idx = self.op_kwargs["box_indices"].to(features.device)
@@ -472,8 +724,10 @@ class Variant:
     def apply_to_image(self, image: Tensor, output_size: int | tuple[int, int] | None = None) -> Tensor:
         """Crop from the RGB image the region the op really reads on the feature map.
 
-        ROIAlign variants run ``roi_align(image, region_image, spatial_scale=1, sampling_ratio=2,
-        aligned=True)`` (``aligned=True`` makes continuous image coordinates exact). crop_and_resize
+        ROIAlign and RoIPool variants run ``roi_align(image, region_image, spatial_scale=1, sampling_ratio=2,
+        aligned=True)`` (``aligned=True`` makes continuous image coordinates exact; for RoIPool that is the
+        area of its whole cells). The rotated family runs ``roi_align_rotated`` on ``rotated_region_image``
+        likewise (radians, scale 1, ``sampling_ratio=2``). crop_and_resize
         variants run ``crop_and_resize`` on the image with the span of the samples in image pixel
         centres, ``(region_image - 0.5) / (size - 1)``, so the first and last samples are the same
         points as on the map. Samples past the image border read 0 like the op's, but the zero zone
@@ -487,8 +741,13 @@ class Variant:
             Tensor[K, 3, PH, PW]
         """
         size = self.output_size if output_size is None else output_size
+        if self.rotated_region_image is not None:
+            from roi_lab import roi_align_rotated
+
+            rotated = self.rotated_region_image.to(device=image.device, dtype=image.dtype)
+            return roi_align_rotated(image, self._rois(rotated), size, 1.0, 2, True, angle_unit="radians")
         region = self.region_image.to(device=image.device, dtype=image.dtype)
-        if self.op == "roi_align":
+        if self.op in ("roi_align", "roi_pool"):
             from roi_lab import roi_align
 
             return roi_align(image, to_rois(region, self.batch_index), size, 1.0, 2, True)
@@ -505,8 +764,9 @@ def crop_image_for_variants(
 ) -> list[Tensor]:
     """``[v.apply_to_image(image, output_size) for v in variants]`` in one op call per op and output size.
 
-    Every ROIAlign variant's image crop is ``roi_align(image, rois, size, 1.0, 2, True)`` with its own
-    rois, and every crop_and_resize variant's is ``crop_and_resize(image, boxes_norm, box_indices,
+    Every ROIAlign (and RoIPool) variant's image crop is ``roi_align(image, rois, size, 1.0, 2, True)`` with
+    its own rois, every rotated one's ``roi_align_rotated(image, rois, size, 1.0, 2, True, angle_unit="radians")``
+    and every crop_and_resize variant's ``crop_and_resize(image, boxes_norm, box_indices,
     size)`` (see :meth:`Variant.apply_to_image`), so the variants of one op and size share one call on
     their concatenated boxes: the op's fixed cost (validation, sample tables) is paid once, not per
     variant. Each box is sampled on its own: crop_and_resize crops equal the per-variant calls bit for
@@ -522,7 +782,7 @@ def crop_image_for_variants(
         list[Tensor[K, 3, PH, PW]]: one per variant, in order. An op that refuses one variant's
         input raises for its batch; call :meth:`Variant.apply_to_image` per variant to isolate it.
     """
-    from roi_lab import crop_and_resize, roi_align
+    from roi_lab import crop_and_resize, roi_align, roi_align_rotated
 
     h, w = image.shape[-2:]
 
@@ -534,13 +794,20 @@ def crop_image_for_variants(
         boxes_norm = torch.stack([y1 / max(h - 1, 1), x1 / max(w - 1, 1), y2 / max(h - 1, 1), x2 / max(w - 1, 1)], 1)
         return boxes_norm, v.op_kwargs["box_indices"].to(image.device)
 
+    def rotated_boxes(v: Variant) -> tuple[Tensor, Tensor | None]:
+        return v._rois(v.rotated_region_image.to(device=image.device, dtype=image.dtype)), None  # type: ignore[union-attr]
+
     def run(op: str, size: tuple[int, int], boxes: Tensor, idx: Tensor | None) -> Tensor:
         if op == "roi_align":
             return roi_align(image, boxes, size, 1.0, 2, True)
+        if op == "roi_align_rotated":
+            return roi_align_rotated(image, boxes, size, 1.0, 2, True, angle_unit="radians")
         return crop_and_resize(image, boxes, idx, size)  # type: ignore[arg-type]  # idx: set for this op
 
-    return _batched_by_call(variants, output_size, "crop_image_for_variants", lambda v: v.op,
-                            {"roi_align": align_boxes, "crop_and_resize": tf_boxes}, run)
+    return _batched_by_call(variants, output_size, "crop_image_for_variants",
+                            lambda v: "roi_align" if v.op == "roi_pool" else v.op,
+                            {"roi_align": align_boxes, "roi_pool": align_boxes, "crop_and_resize": tf_boxes,
+                             "roi_align_rotated": rotated_boxes}, run)
 
 
 def crop_features_for_variants(
@@ -551,10 +818,13 @@ def crop_features_for_variants(
     Variants that call the same op with the same settings share one call on their concatenated boxes.
     ROIAlign reads a box at ``box * spatial_scale`` (then the ``aligned`` shift), so a variant's scale
     is folded into its boxes and the call made with ``spatial_scale=1``: the ROIAlign variants need one
-    call per (``sampling_ratio``, ``aligned``), crop_and_resize one per crop size; 11 variants in 3 calls
-    instead of 11. Each box is sampled on its own, so the crops equal the per-variant calls:
-    crop_and_resize bit for bit, roi_align to within a few ulp (the batch invariance note of
-    ``roi_align``, and the scale multiplied before rather than inside the op).
+    call per (``sampling_ratio``, ``aligned``), crop_and_resize one per crop size. The rotated family folds
+    the scale likewise but keeps its angles as passed (one call per ``sampling_ratio``, angle unit and
+    ``clockwise``: the op's own degree-to-radian conversion). RoIPool rounds ``box * spatial_scale``, so its
+    scale stays in the call. The 17 variants take 8 calls instead of 17. Each box is sampled on its own, so
+    the crops equal the per-variant calls: crop_and_resize and roi_pool bit for bit, roi_align and
+    roi_align_rotated to within a few ulp (the batch invariance note of ``roi_align``, and the scale
+    multiplied before rather than inside the op).
 
     Args:
         variants (list[Variant]): from :func:`make_variants`.
@@ -565,7 +835,7 @@ def crop_features_for_variants(
         list[Tensor[K, C, PH, PW]]: one per variant, in order. An op that refuses one variant's
         input raises for its batch; call :meth:`Variant.apply` per variant to isolate it.
     """
-    from roi_lab import crop_and_resize, roi_align
+    from roi_lab import crop_and_resize, roi_align, roi_align_rotated, roi_pool
 
     def align_boxes(v: Variant) -> tuple[Tensor, Tensor | None]:
         boxes = v.boxes_passed.to(device=features.device, dtype=features.dtype) * float(v.op_kwargs["spatial_scale"])
@@ -575,20 +845,38 @@ def crop_features_for_variants(
         boxes = v.boxes_passed.to(device=features.device, dtype=features.dtype).float()
         return boxes, v.op_kwargs["box_indices"].to(features.device)
 
+    def pool_boxes(v: Variant) -> tuple[Tensor, Tensor | None]:
+        return to_rois(v.boxes_passed.to(device=features.device, dtype=features.dtype), v.batch_index), None
+
+    def rotated_boxes(v: Variant) -> tuple[Tensor, Tensor | None]:
+        b = v.boxes_passed.to(device=features.device, dtype=features.dtype)
+        return v._rois(torch.cat([b[:, :4] * float(v.op_kwargs["spatial_scale"]), b[:, 4:]], 1)), None  # [K, 6]
+
     def call_key(v: Variant) -> Any:
-        if v.op != "roi_align":
-            return v.op
         kw = v.op_kwargs
-        return (v.op, int(kw["sampling_ratio"]), bool(kw["aligned"]))
+        if v.op == "roi_align":
+            return (v.op, int(kw["sampling_ratio"]), bool(kw["aligned"]))
+        if v.op == "roi_align_rotated":
+            return (v.op, int(kw["sampling_ratio"]), kw["angle_unit"], bool(kw["clockwise"]))
+        if v.op == "roi_pool":
+            return (v.op, float(kw["spatial_scale"]))
+        return v.op
 
     def run(key: Any, size: tuple[int, int], boxes: Tensor, idx: Tensor | None) -> Tensor:
         if key == "crop_and_resize":
             return crop_and_resize(features, boxes, idx, size)  # type: ignore[arg-type]  # idx: set for this op
+        if key[0] == "roi_pool":
+            return roi_pool(features, boxes, size, spatial_scale=key[1])
+        if key[0] == "roi_align_rotated":
+            _, sampling_ratio, unit, clockwise = key
+            return roi_align_rotated(features, boxes, size, 1.0, sampling_ratio, True, angle_unit=unit,
+                                     clockwise=clockwise)
         _, sampling_ratio, aligned = key
         return roi_align(features, boxes, size, spatial_scale=1.0, sampling_ratio=sampling_ratio, aligned=aligned)
 
     return _batched_by_call(variants, output_size, "crop_features_for_variants", call_key,
-                            {"roi_align": align_boxes, "crop_and_resize": tf_boxes}, run)
+                            {"roi_align": align_boxes, "crop_and_resize": tf_boxes, "roi_pool": pool_boxes,
+                             "roi_align_rotated": rotated_boxes}, run)
 
 
 def _batched_by_call(variants, output_size, where, call_key, boxes_of, run) -> list[Tensor]:
@@ -613,6 +901,12 @@ def _fmt(v: float) -> str:
     if float(v).is_integer():
         return str(int(v))
     return f"{v:.6g}"
+
+
+def _turn(degrees: float) -> float:
+    """An angle in degrees brought into (-180, 180]."""
+    d = math.fmod(degrees, 360.0)
+    return d - 360.0 if d > 180 else d + 360.0 if d <= -180 else d
 
 
 def tf_boxes_for_feature_map(
@@ -676,6 +970,7 @@ def make_variants(
     sampling_ratio: int = 2,
     aligned: bool = True,
     batch_index: int = 0,
+    angle_degrees: float = 30.0,
 ) -> list[Variant]:
     """The intended boxes passed with the user's own settings, and passed each common wrong way.
 
@@ -691,6 +986,8 @@ def make_variants(
         sampling_ratio (int): roi_align samples per bin side (``<= 0``: adaptive).
         aligned (bool): the setting the user's call (CORRECT) uses.
         batch_index (int): the image of the batch the boxes belong to.
+        angle_degrees (float): the rotated family (:data:`ROTATED_KINDS`) turns every box by this angle,
+            counter-clockwise, about its centre; at a multiple of 180 the mix-ups coincide with ROTATED.
 
     Returns:
         list[Variant]: one per :class:`VariantKind`, in its order (CORRECT first).
@@ -699,6 +996,13 @@ def make_variants(
         See the module docstring. NON_DIVISIBLE_STRIDE takes ``spatial_scale = w / W`` from the
         measured sizes (the hand-written bug), while the cells really sit ``stride`` px apart
         (torchvision's ``MultiScaleRoIAlign`` infers the nominal ``2 ** round(log2(w / W))``).
+        ROI_POOL is torchvision's ``roi_pool`` on the same boxes and scale; OTHER_DEFAULTS the other
+        framework's RoIAlign defaults (torchvision ``aligned=False, sampling_ratio=-1``, mmcv
+        ``aligned=True, sampling_ratio=0``). The rotated family pools the boxes turned by
+        ``angle_degrees`` with ``roi_align_rotated`` (always aligned, your ``sampling_ratio``): ROTATED
+        with detectron2's convention (degrees, counter-clockwise), then the angle in radians read as
+        degrees, in degrees read as radians, and mmcv's ``clockwise=True`` on a counter-clockwise angle;
+        the three are compared with ROTATED (:attr:`Variant.reference`).
 
     Example:
         >>> vs = make_variants(torch.tensor([[64., 32., 192., 160.]]), image_size=(256, 256),
@@ -735,6 +1039,15 @@ def make_variants(
             got=describe(batch_index),
             fix="pass batch_index=0",
         )
+    if isinstance(angle_degrees, bool) or not isinstance(angle_degrees, numbers.Real) \
+            or not math.isfinite(angle_degrees):
+        raise InputValueError(
+            f"{where}(angle_degrees=...)",
+            expected="a finite angle in degrees, counter-clockwise",
+            got=describe(angle_degrees),
+            fix="pass angle_degrees=30.0 (0 leaves the boxes axis-aligned)",
+        )
+    angle_degrees = float(angle_degrees)
     s = sx
     aligned, sampling_ratio, batch_index = bool(aligned), int(sampling_ratio), int(batch_index)
     drift_x = feat_w * s - img_w
@@ -753,12 +1066,12 @@ def make_variants(
     )
 
     def roi(kind: VariantKind, words: str, boxes: Tensor, scale: float, code: str, fix: str = "",
-            use_aligned: bool = aligned) -> Variant:
-        region, pts, counts = roi_align_sample_points(boxes, scale, (ph, pw), sampling_ratio, use_aligned)
+            use_aligned: bool = aligned, use_ratio: int = sampling_ratio) -> Variant:
+        region, pts, counts = roi_align_sample_points(boxes, scale, (ph, pw), use_ratio, use_aligned)
         x, y = pts[..., 0], pts[..., 1]
         valid = ~torch.isnan(x)
         out = valid & ((y < -1.0) | (y > feat_h) | (x < -1.0) | (x > feat_w))
-        kwargs = {"spatial_scale": scale, "sampling_ratio": sampling_ratio, "aligned": use_aligned}
+        kwargs = {"spatial_scale": scale, "sampling_ratio": use_ratio, "aligned": use_aligned}
         return _finish(kind, words, code, fix, "roi_align", boxes, kwargs, region, pts, out, counts)
 
     def tf(kind: VariantKind, words: str, boxes_norm: Tensor, code: str, fix: str) -> Variant:
@@ -769,10 +1082,34 @@ def make_variants(
         counts = torch.full((k,), ph * pw, dtype=torch.int64)
         return _finish(kind, words, code, fix, "crop_and_resize", boxes_norm, kwargs, region, pts, out, counts)
 
-    def _finish(kind, words, code, fix, op, boxes, kwargs, region, pts, out, counts) -> Variant:
+    def pool(kind: VariantKind, words: str, code: str, fix: str) -> Variant:
+        region, cells, counts = roi_pool_cells(b, scale)
+        x, y = cells[..., 0], cells[..., 1]
+        out = ~torch.isnan(x) & ((y < 0) | (y > feat_h - 1) | (x < 0) | (x > feat_w - 1))  # skipped cells
+        return _finish(kind, words, code, fix, "roi_pool", b, {"spatial_scale": scale}, region, cells, out, counts)
+
+    def rot(kind: VariantKind, words: str, angle_passed: float, unit: str, clockwise: bool, code: str,
+            fix: str) -> Variant:
+        passed = torch.cat([rboxes[:, :4], torch.full((k, 1), angle_passed, dtype=torch.float64)], 1)  # [K, 5]
+        theta = angle_passed * (math.pi / 180 if unit == "degrees" else 1.0) * (-1.0 if clockwise else 1.0)
+        region, pts, counts = roi_align_rotated_sample_points(passed, scale, (ph, pw), sampling_ratio,
+                                                              torch.full((k,), theta, dtype=torch.float64))
+        x, y = pts[..., 0], pts[..., 1]
+        out = ~torch.isnan(x) & ((y < -1.0) | (y > feat_h) | (x < -1.0) | (x > feat_w))
+        corners = rotated_box_corners(region)  # [K, 4, 2] feature sample coordinates
+        bounds = torch.cat([corners.amin(1), corners.amax(1)], 1)  # [K, 4]
+        region_image = torch.cat([(region[:, :2] + 0.5) * s, region[:, 2:4] * s, region[:, 4:]], 1)  # [K, 5]
+        kwargs = {"spatial_scale": scale, "sampling_ratio": sampling_ratio, "aligned": True,
+                  "angle_unit": unit, "clockwise": clockwise}
+        return _finish(kind, words, code, fix, "roi_align_rotated", passed, kwargs, bounds, pts, out, counts,
+                       rotated=region_image, reference=VariantKind.ROTATED)
+
+    def _finish(kind, words, code, fix, op, boxes, kwargs, region, pts, out, counts, rotated=None,
+                reference=VariantKind.CORRECT) -> Variant:
         region_image = (region + 0.5) * stride_t.repeat(2)  # [K, 4]
         points_image = (pts + 0.5) * stride_t  # [K, P, 2]
         frac = torch.where(counts > 0, out.sum(1).double() / counts.clamp(min=1).double(), torch.ones(k).double())
+        iou = box_iou_pairwise(region_image, b) if rotated is None else rotated_iou_pairwise(rotated, rboxes)
         return Variant(
             kind=kind,
             title=VARIANT_TITLES[kind],
@@ -785,12 +1122,15 @@ def make_variants(
             points_feature=pts.float(),
             points_image=points_image.float(),
             outside_fraction=frac.float(),
-            iou=box_iou_pairwise(region_image, b),
+            iou=iou,
             code=code,
             num_points=counts,
             words=words,
             fix=fix,
             boxes_meant=b,
+            rotated_region_image=None if rotated is None else rotated.float(),
+            rotated_meant_image=None if rotated is None else rboxes.float(),
+            reference=reference,
             **common,
         )
 
@@ -829,6 +1169,10 @@ def make_variants(
         call.format(scale=sc, aligned=al),
         fix="" if aligned else right,
     )
+    bd = b.double()
+    theta_meant = math.radians(angle_degrees)
+    rboxes = torch.stack([(bd[:, 0] + bd[:, 2]) / 2, (bd[:, 1] + bd[:, 3]) / 2, bd[:, 2] - bd[:, 0],
+                          bd[:, 3] - bd[:, 1], torch.full((k,), theta_meant, dtype=torch.float64)], 1)  # [K, 5]
     if not aligned:
         correct.settings_note = (
             f"aligned=False is the legacy (Detectron v1) setting: its samples sit half a cell ({_fmt(s / 2)} image "
@@ -836,6 +1180,55 @@ def make_variants(
             "settings are themselves off. Use aligned=True unless the head was trained with aligned=False; the "
             "'aligned flipped' panel shows it."
         )
+    if aligned:
+        other_words = (
+            "torchvision's defaults (aligned=False, sampling_ratio=-1), as when a call written for mmcv (whose "
+            "RoIAlign defaults are aligned=True, sampling_ratio=0) drops its keyword arguments on "
+            f"torchvision.ops.roi_align. The half-pixel offset is lost: the samples sit half a cell "
+            f"({_fmt(s / 2)} image px) right of and below the boxes, and boxes under one cell are stretched to one."
+        )
+        other_code = (f"torchvision.ops.roi_align(features, [boxes], output_size=({ph}, {pw}), spatial_scale={sc})"
+                      "  # defaults: sampling_ratio=-1, aligned=False")
+    else:
+        other_words = (
+            "mmcv's defaults (aligned=True, sampling_ratio=0), as when a call written for torchvision (whose "
+            "RoIAlign defaults are aligned=False, sampling_ratio=-1) drops its keyword arguments on "
+            f"mmcv.ops.roi_align. The half-pixel offset is added: the samples move half a cell ({_fmt(s / 2)} image "
+            "px) left and up, onto the box (where aligned=True samples; a head trained with aligned=False expects "
+            "your settings)."
+        )
+        other_code = (f"mmcv.ops.roi_align(features, rois, ({ph}, {pw}), {sc})  # defaults: sampling_ratio=0, "
+                      "aligned=True")
+    other_ratio = -1 if aligned else 0
+    other_words += (
+        " Both frameworks read any sampling_ratio <= 0 the same way (adaptive: ceil(roi_h / PH) samples per "
+        "bin side), so -1 vs 0 changes nothing; "
+        + (f"the grid does: adaptive instead of your fixed {sampling_ratio} x {sampling_ratio} per bin."
+           if sampling_ratio > 0 else
+           "your sampling ratio is adaptive too, so here the one difference is aligned and this panel equals "
+           "'aligned flipped'; the grids differ once you set sampling_ratio > 0.")
+    )
+    other_defaults = roi(VariantKind.OTHER_DEFAULTS, other_words, b, scale, other_code,
+                         call.format(scale=sc, aligned=al) + "  # every argument explicit: the defaults differ",
+                         use_aligned=not aligned, use_ratio=other_ratio)
+    d2_call = f"ROIAlignRotated(({ph}, {pw}), spatial_scale={sc}, sampling_ratio={sampling_ratio})(features, rois)"
+
+    def mmcv_call(clockwise: bool) -> str:
+        return (f"RoIAlignRotated(({ph}, {pw}), spatial_scale={sc}, sampling_ratio={sampling_ratio}, aligned=True"
+                + (", clockwise=True" if clockwise else "") + ")(features, rois)")
+
+    d2_code = (f"rois = torch.cat([batch_index, cx, cy, w, h, torch.full_like(cx, {_fmt(angle_degrees)})], 1)"
+               f"  # degrees, counter-clockwise\n{d2_call}  # detectron2.layers")
+    rot_words = (
+        f"Your boxes turned {_fmt(angle_degrees)} degrees counter-clockwise about their centres and pooled with "
+        "detectron2's ROIAlignRotated: rois (batch, cx, cy, w, h, angle), the angle in degrees, counter-clockwise, "
+        f"always with the half-pixel offset, sampling_ratio={sampling_ratio}. The reference of the three angle "
+        "mix-ups after it; its IoU is with the turned box."
+    )
+    same_at_zero = ""
+    if angle_degrees % 180 == 0:
+        rot_words += f" At {_fmt(angle_degrees)} degrees the turned box is the box itself."
+        same_at_zero = f" At {_fmt(angle_degrees)} degrees this equals the reference: set a box angle to see it."
     return [
         correct,
         roi(
@@ -936,5 +1329,54 @@ def make_variants(
             measured,
             "spatial_scale = features.shape[-1] / image.shape[-1]\n" + call.format(scale="spatial_scale", aligned=al),
             right,
+        ),
+        pool(
+            VariantKind.ROI_POOL,
+            f"torchvision's roi_pool (Fast R-CNN's RoIPool) on the same boxes and scale. It snaps every edge to "
+            f"whole cells: start = round(x1 / {_fmt(s)}), end = round(x2 / {_fmt(s)}), both ends inclusive, so it "
+            f"reads the cells from image x = start * {_fmt(s)} to (end + 1) * {_fmt(s)}. The left and top edges "
+            f"move by up to half a cell ({_fmt(s / 2)} px) either way; the right and bottom edges land between "
+            f"half a cell and one and a half cells ({_fmt(s / 2)} to {_fmt(1.5 * s)} px) past the box's (the +1 of "
+            "inclusive ends). Each bin is the max over its whole cells (neighbouring bins can share one), not "
+            "the mean of interpolated samples; the dots are the centres of the cells it reads.",
+            f"roi_pool(features, [boxes], output_size=({ph}, {pw}), spatial_scale={sc})",
+            right + "  # RoIAlign samples the box itself",
+        ),
+        other_defaults,
+        rot(VariantKind.ROTATED, rot_words, angle_degrees, "degrees", False, d2_code, ""),
+        rot(
+            VariantKind.RADIANS_AS_DEGREES,
+            f"The angle in radians (mmcv / mmrotate: {_fmt(angle_degrees)} degrees = {theta_meant:.4g} rad) passed "
+            f"to detectron2's ROIAlignRotated, which reads degrees: the boxes turn {theta_meant:.4g} degrees "
+            f"instead of {_fmt(angle_degrees)}, almost not at all." + same_at_zero,
+            theta_meant,
+            "degrees",
+            False,
+            f"rois[:, 5] = math.radians(rois[:, 5])  # mmrotate's angle, radians\n{d2_call}  # reads degrees",
+            f"rois[:, 5] = torch.rad2deg(rois[:, 5])  # detectron2 reads degrees\n{d2_call}",
+        ),
+        rot(
+            VariantKind.DEGREES_AS_RADIANS,
+            f"The angle in degrees (detectron2's RotatedBoxes: {_fmt(angle_degrees)}) passed to mmcv's "
+            f"roi_align_rotated, which reads radians: {_fmt(angle_degrees)} rad is "
+            f"{math.degrees(angle_degrees):.4g} degrees, {_turn(math.degrees(angle_degrees)):.4g} after whole "
+            f"turns, instead of {_fmt(angle_degrees)}." + same_at_zero,
+            angle_degrees,
+            "radians",
+            False,
+            f"rois[:, 5] = {_fmt(angle_degrees)}  # detectron2's angle, degrees\n{mmcv_call(False)}  # reads radians",
+            f"rois[:, 5] = torch.deg2rad(rois[:, 5])  # mmcv reads radians\n{mmcv_call(False)}",
+        ),
+        rot(
+            VariantKind.CLOCKWISE_FLIPPED,
+            f"mmcv's roi_align_rotated with clockwise=True on counter-clockwise angles: the boxes turn "
+            f"{_fmt(angle_degrees)} degrees clockwise instead of counter-clockwise, mirrored in angle "
+            f"({_fmt(abs(2 * angle_degrees))} degrees apart). At 90 degrees the turned box covers the same area "
+            "but its bins run the other way: the crop is turned by 180 degrees." + same_at_zero,
+            theta_meant,
+            "radians",
+            True,
+            f"rois[:, 5] = math.radians(rois[:, 5])  # counter-clockwise, radians\n{mmcv_call(True)}",
+            f"{mmcv_call(False)}  # or negate the angles: rois[:, 5] = -rois[:, 5]",
         ),
     ]

@@ -121,8 +121,8 @@ def _view(view: Any, where: str) -> str:
 
 
 def _variants(where: str, image: Any, features: Any, boxes_image: Any, box: int, stride: Any, output_size: int,
-              sampling_ratio: int, aligned: bool,
-              batch_index: int) -> tuple[np.ndarray, torch.Tensor, list[Any], float, int]:
+              sampling_ratio: int, aligned: bool, batch_index: int,
+              angle_degrees: float) -> tuple[np.ndarray, torch.Tensor, list[Any], float, int]:
     """(image, map, the variants of box ``box``, the stride used, that box's index) for one figure."""
     from roi_lab.geometry import feature_geometry, make_variants
 
@@ -135,7 +135,8 @@ def _variants(where: str, image: Any, features: Any, boxes_image: Any, box: int,
     if stride is None:
         stride = feature_geometry((h, w), (fh, fw)).nominal_stride
     variants = make_variants(b[i : i + 1], image_size=(h, w), feature_size=(fh, fw), stride=stride,
-                             output_size=output_size, sampling_ratio=sampling_ratio, aligned=aligned)
+                             output_size=output_size, sampling_ratio=sampling_ratio, aligned=aligned,
+                             angle_degrees=angle_degrees)
     return img, feats, variants, float(variants[0].stride[0]), i
 
 
@@ -163,7 +164,7 @@ def boxes_figure(image: Any, boxes_image: Any, labels: Any = None, *, height: in
 
 def side_by_side(image: Any, features: Any, boxes_image: Any, *, box: int = 0, stride: float | None = None,
                  output_size: int = 7, sampling_ratio: int = 2, aligned: bool = True, view: str = "mean",
-                 channel: int = 0, batch_index: int = 0) -> Any:
+                 channel: int = 0, batch_index: int = 0, angle_degrees: float = 30.0) -> Any:
     """Box ``box`` passed with your settings and in every common wrong way: the app's Side-by-side overview.
 
     Per variant (your settings first, framed): a picture of where it samples (the whole image and the whole
@@ -178,6 +179,7 @@ def side_by_side(image: Any, features: Any, boxes_image: Any, *, box: int = 0, s
         output_size, sampling_ratio, aligned: your roi_align call's settings.
         view (str): the crops' channel view: ``"mean"``, ``"max"``, ``"index"`` (channel ``channel``), ``"pca"``.
         batch_index (int): the image of the features' batch the boxes belong to.
+        angle_degrees (float): the rotated panels turn the box by this angle, counter-clockwise.
 
     Returns:
         plotly.graph_objects.Figure
@@ -186,7 +188,7 @@ def side_by_side(image: Any, features: Any, boxes_image: Any, *, box: int = 0, s
     where = "roi_lab.viz.side_by_side"
     view = _view(view, where)
     img, feats, variants, _, _ = _variants(where, image, features, boxes_image, box, stride, output_size,
-                                           sampling_ratio, aligned, batch_index)
+                                           sampling_ratio, aligned, batch_index, angle_degrees)
     crops, errors = overview.crop_views_of(variants, feats, view, channel, output_size)
     pictures = overview.overview_pictures(variants, 0, figures.PICTURE_SIZE, img)
     _, fig = overview.overview(variants, crops, errors, pictures, view=view)
@@ -195,7 +197,7 @@ def side_by_side(image: Any, features: Any, boxes_image: Any, *, box: int = 0, s
 
 def variant_details(image: Any, features: Any, boxes_image: Any, kind: Any = "image_space_boxes", *, box: int = 0,
                     stride: float | None = None, output_size: int = 7, sampling_ratio: int = 2, aligned: bool = True,
-                    view: str = "mean", channel: int = 0, batch_index: int = 0) -> Any:
+                    view: str = "mean", channel: int = 0, batch_index: int = 0, angle_degrees: float = 30.0) -> Any:
     """One variant of box ``box`` in detail: the app's details figure (five panels).
 
     The feature map with the region the variant samples (solid) and the box meant (dashed), its sample points
@@ -203,7 +205,8 @@ def variant_details(image: Any, features: Any, boxes_image: Any, kind: Any = "im
 
     Args:
         kind (str | roi_lab.VariantKind): the variant, e.g. ``"image_space_boxes"``, ``"wrong_stride_x2"``,
-            ``"yx_swapped"``, ``"tf_crop_and_resize"``; ``"correct"`` is your own settings.
+            ``"yx_swapped"``, ``"tf_crop_and_resize"``, ``"roi_pool"``, ``"clockwise_flipped"``; ``"correct"`` is
+            your own settings.
         The others: as for :func:`side_by_side`.
 
     Returns:
@@ -221,7 +224,7 @@ def variant_details(image: Any, features: Any, boxes_image: Any, kind: Any = "im
         raise InputValueError(f"{where}(kind=...)", expected=f"one of {', '.join(kinds)}", got=describe(kind),
                               fix="kind='image_space_boxes'")
     img, feats, variants, stride_used, i = _variants(where, image, features, boxes_image, box, stride, output_size,
-                                                     sampling_ratio, aligned, batch_index)
+                                                     sampling_ratio, aligned, batch_index, angle_degrees)
     j = [v.kind.value for v in variants].index(value)
     crops, _ = overview.crop_views_of(variants, feats, view, channel, output_size)
     rgb = overview.variant_rgb(variants[j], 0, overview.RGB_SIZE, img)

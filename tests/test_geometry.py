@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from roi_lab.boxes import to_rois
 from roi_lab.errors import InputValueError, RoiLabError
 from roi_lab.geometry import (
+    ROTATED_KINDS,
     VARIANT_TITLES,
     FeatureGeometry,
     Variant,
@@ -168,6 +169,21 @@ def run_torchvision(v: Variant, features: torch.Tensor) -> torch.Tensor:
     return torchvision.ops.roi_align(features, rois, v.output_size, **v.op_kwargs)
 
 
+def framework_rotated_call(v: Variant, features: torch.Tensor, batch_index: int) -> torch.Tensor:
+    """The call each rotated variant's code line writes, through the frameworks' own module signatures:
+    detectron2's ROIAlignRotated (degrees) or mmcv's RoIAlignRotated (radians, clockwise)."""
+    from roi_lab.ops.roi_align_rotated import ROIAlignRotated, RoIAlignRotated
+
+    kw = v.op_kwargs
+    rois = torch.cat([torch.full((len(v.boxes_passed), 1), float(batch_index)), v.boxes_passed], 1).to(features.dtype)
+    if v.kind in (K.ROTATED, K.RADIANS_AS_DEGREES):
+        assert kw["angle_unit"] == "degrees" and not kw["clockwise"]
+        return ROIAlignRotated(v.output_size, kw["spatial_scale"], kw["sampling_ratio"])(features, rois)
+    assert kw["angle_unit"] == "radians" and kw["clockwise"] == (v.kind is K.CLOCKWISE_FLIPPED)
+    return RoIAlignRotated(v.output_size, kw["spatial_scale"], kw["sampling_ratio"], aligned=True,
+                           clockwise=kw["clockwise"])(features, rois)
+
+
 # ------------------------------------------------------------------------------------------------
 # Variants: the general contract
 # ------------------------------------------------------------------------------------------------
@@ -178,11 +194,19 @@ def test_order_fields_and_shapes():
         CONFIGS["divisible"][0], image_size=(400, 512), feature_size=(25, 32), stride=16, output_size=(3, 5)
     )
     assert [v.kind for v in vs] == list(VariantKind)
+    assert len(vs) == 17  # 11 of issue 10, RoIPool, the other framework's defaults, 4 rotated (issue 14)
     assert vs[0].kind is K.CORRECT
     for v in vs:
-        assert v.op in ("roi_align", "crop_and_resize")
-        assert v.boxes_passed.shape == v.boxes_feature.shape == v.region_image.shape == (3, 4)
-        p = 3 * 5 * 4 if v.op == "roi_align" else 3 * 5
+        assert v.op in ("roi_align", "crop_and_resize", "roi_pool", "roi_align_rotated")
+        assert v.boxes_feature.shape == v.region_image.shape == (3, 4)
+        assert v.boxes_passed.shape == ((3, 5) if v.op == "roi_align_rotated" else (3, 4))
+        assert (v.rotated_region_image is None) == (v.op != "roi_align_rotated")
+        if v.op == "roi_pool":  # whole cells; the largest box covers (round(500 / 16) - round(260 / 16) + 1) x
+            p = 16 * 16  # (round(380 / 16) - round(140 / 16) + 1) = (31 - 16 + 1) x (24 - 9 + 1) cells
+        elif v.kind is K.OTHER_DEFAULTS:  # torchvision's adaptive grid (aligned=False): box 1 is 15 x 15 cells,
+            p = 3 * 5 * 5 * 3  # 3 x 5 bins of ceil(15 / 3) x ceil(15 / 5) samples
+        else:
+            p = 3 * 5 * 4 if v.op in ("roi_align", "roi_align_rotated") else 3 * 5
         assert v.points_feature.shape == v.points_image.shape == (3, p, 2)
         assert v.outside_fraction.shape == v.iou.shape == (3,)
         assert v.title and v.code and v.code in v.description
@@ -220,8 +244,12 @@ def test_outside_fraction_matches_pooling_ones(name):
     1 - mean over bins is the share that fell outside (every bin has the same number of samples)."""
     boxes, image, feat, stride, kwargs = CONFIGS[name]
     for v in variants_of(name).values():
+        if v.op == "roi_pool":
+            continue  # a max per bin: its outside share is the share of cells off the map (test_roi_pool_*)
         if v.op == "roi_align":
             pooled = run_torchvision(v, torch.ones(1, 1, *feat, dtype=torch.float64))
+        elif v.op == "roi_align_rotated":
+            pooled = v.apply(torch.ones(1, 1, *feat, dtype=torch.float64))
         else:
             from roi_lab import crop_and_resize
 
@@ -443,6 +471,11 @@ def test_apply_matches_torchvision_and_crop_and_resize():
             got = v.apply(features)
             if v.op == "roi_align":
                 expected = run_torchvision(v, features)
+            elif v.op == "roi_pool":
+                expected = torchvision.ops.roi_pool(features, to_rois(v.boxes_passed, 1), v.output_size,
+                                                    **v.op_kwargs)
+            elif v.op == "roi_align_rotated":
+                expected = framework_rotated_call(v, features, 1)
             else:
                 expected = crop_and_resize(
                     features, v.boxes_passed, torch.ones(len(v.boxes_passed), dtype=torch.int32), v.output_size
@@ -463,15 +496,20 @@ def test_apply_to_image_matches_the_features_on_a_linear_image():
     image = torch.stack([xs, ys, 0.3 * xs + 0.7 * ys])[None]  # value = pixel-centre index
     features = torch.nn.functional.avg_pool2d(image, s)  # [1, 3, 25, 32]
     vs = make_variants(boxes, image_size=(img_h, img_w), feature_size=(25, 32), stride=s, output_size=4)
-    checked = 0
+    checked = set()
     for v in vs:
         pts = v.points_feature
+        if v.op == "roi_pool":
+            continue  # a max over whole cells; its image crop is the mean over the cells' area
         if not ((pts >= 0).all() and (pts[..., 0] <= 31).all() and (pts[..., 1] <= 24).all()):
             continue  # clamping at the border differs between map and image
         a, b = v.apply(features), v.apply_to_image(image)  # [K, 3, 4, 4]
         torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-6, msg=v.kind.value)
-        checked += 1
-    assert checked >= 5  # CORRECT, stride x2, swapped, aligned mismatch, TF, non-divisible...
+        checked.add(v.kind)
+    # CORRECT, stride x2, swapped, aligned mismatch, TF, non-divisible, and two turned ones (the others
+    # turn a corner off the map, where the map and the image clamp differently)
+    assert {K.CORRECT, K.YX_SWAPPED, K.TF_CROP_AND_RESIZE, K.RADIANS_AS_DEGREES, K.DEGREES_AS_RADIANS} <= checked
+    assert len(checked) >= 8
 
 
 def test_apply_to_image_shows_zero_off_image():
@@ -485,13 +523,14 @@ def test_apply_to_image_shows_zero_off_image():
     assert (v[K.PIXELS_AS_NORMALIZED].apply_to_image(image, 3) == 0).all()
 
 
-def assert_batched_crop_matches(v, crop, expected, source):
+def assert_batched_crop_matches(v, crop, expected, source, exact_ops=("crop_and_resize",)):
     """A crop from a batched call against the per-variant call. crop_and_resize is a gather plus
-    elementwise lerps per output, so it is bit-identical by construction whatever else is in the call;
-    roi_align's matmul buckets depend on the other boxes, so it agrees to the documented batch-invariance
-    bound, 4 * eps * max|source| (tests/ops/test_batch_invariance.py)."""
+    elementwise lerps per output, and roi_pool a gather plus a max per bin, so they are bit-identical by
+    construction whatever else is in the call; roi_align's (and roi_align_rotated's) matmul buckets depend
+    on the other boxes, so it agrees to the documented batch-invariance bound, 4 * eps * max|source|
+    (tests/ops/test_batch_invariance.py)."""
     assert crop.shape == expected.shape, v.kind.value
-    if v.op == "crop_and_resize":
+    if v.op in exact_ops:
         assert torch.equal(crop, expected), v.kind.value
     else:
         bound = 4 * torch.finfo(source.dtype).eps * float(source.abs().max())
@@ -507,7 +546,7 @@ def test_crop_image_for_variants_equals_apply_to_image_per_variant(aligned, outp
     boxes = torch.tensor([[10.0, 20.0, 200.0, 150.5], [250.0, 30.0, 390.0, 280.0], [0.0, 0.0, 400.0, 300.0]])
     vs = make_variants(boxes, image_size=(300, 400), feature_size=(19, 25), stride=16, output_size=4,
                        aligned=aligned)
-    assert {v.op for v in vs} == {"roi_align", "crop_and_resize"}
+    assert {v.op for v in vs} == {"roi_align", "crop_and_resize", "roi_pool", "roi_align_rotated"}
     got = crop_image_for_variants(vs, image, output_size)
     assert len(got) == len(vs)
     for v, crop in zip(vs, got, strict=True):
@@ -542,7 +581,8 @@ def test_crop_features_for_variants_equals_apply_per_variant(aligned, sampling_r
     got = crop_features_for_variants(vs, features, output_size)
     assert len(got) == len(vs)
     for v, crop in zip(vs, got, strict=True):
-        assert_batched_crop_matches(v, crop, v.apply(features, output_size), features)
+        assert_batched_crop_matches(v, crop, v.apply(features, output_size), features,
+                                    exact_ops=("crop_and_resize", "roi_pool"))
 
 
 def test_batched_crops_raise_like_the_op_for_a_refused_input():
@@ -646,8 +686,9 @@ def test_every_bug_variant_names_its_fix():
     vs = variants_of("divisible")
     for kind, v in vs.items():
         assert v.words and v.words in v.description and v.code in v.description
-        if kind not in (K.CORRECT,):
+        if kind not in (K.CORRECT, K.ROTATED):  # your call and the rotated reference (detectron2's convention)
             assert v.fix, kind
+    assert vs[K.ROTATED].fix == "" and vs[K.ROTATED].reference is K.ROTATED
     assert "spatial_scale=1/16" in vs[K.IMAGE_SPACE_BOXES].fix and "aligned=True" in vs[K.IMAGE_SPACE_BOXES].fix
 
 
@@ -713,3 +754,224 @@ def test_tf_variants_give_the_exact_normalization_as_their_fix():
             f"boxes_norm = (boxes_yxyx / 16 - 0.5) / torch.tensor([{h - 1}, {w - 1}, {h - 1}, {w - 1}])"
         ), kind
     assert "(y / 16 - 0.5) / (h - 1) of the map" in vs[K.TF_CROP_AND_RESIZE].words
+
+
+# ------------------------------------------------------------------------------------------------
+# Issue 14: RoIPool, the other framework's defaults, rotated boxes and their angle mix-ups
+# ------------------------------------------------------------------------------------------------
+
+
+def test_roi_pool_region_by_hand():
+    """Hand-derived from torchvision's roi_pool_kernel.cpp: start = round(x1 / 16), end = round(x2 / 16), halves
+    away from zero (2.5 -> 3, where torch.round gives 2), both ends inclusive."""
+    from roi_lab.geometry import roi_pool_cells
+
+    boxes = torch.tensor([[20.0, 36.0, 100.0, 84.0], [40.0, 8.0, 72.0, 56.0]])
+    region, cells, n = roi_pool_cells(boxes, 1 / 16)
+    # box 0: x 1.25 -> 1, 6.25 -> 6 (6 cells); y 2.25 -> 2, 5.25 -> 5 (4 cells)
+    # box 1: x 2.5 -> 3, 4.5 -> 5 (3 cells); y 0.5 -> 1, 3.5 -> 4 (4 cells)
+    assert n.tolist() == [24, 12]
+    assert region.tolist() == [[0.5, 1.5, 6.5, 5.5], [2.5, 0.5, 5.5, 4.5]]
+    assert cells[1, :12].tolist() == [[x, y] for y in (1.0, 2.0, 3.0, 4.0) for x in (3.0, 4.0, 5.0)]
+    assert torch.isnan(cells[1, 12:]).all()
+    vs = {v.kind: v for v in make_variants(boxes, image_size=(128, 128), feature_size=(8, 8), stride=16)}
+    v = vs[K.ROI_POOL]
+    assert v.op == "roi_pool" and v.op_kwargs == {"spatial_scale": 1 / 16}
+    assert v.region_image.tolist() == [[16.0, 32.0, 112.0, 96.0], [48.0, 16.0, 96.0, 80.0]]  # cell edges, image px
+
+
+def test_roi_pool_reads_exactly_the_cells_drawn():
+    """Oracle: torchvision.ops.roi_pool on a map whose channel c is one at cell c and zero elsewhere: the
+    box's output in channel c is 1 iff the op reads cell c. Those cells are the variant's points on the map,
+    and the rest of its points are off the map (outside_fraction)."""
+    h, w = 9, 11
+    features = torch.eye(h * w).reshape(h * w, h, w)[None]  # [1, h*w, h, w]
+    boxes = torch.tensor([[20.0, 36.0, 100.0, 84.0], [100.0, 90.0, 190.0, 170.0], [0.0, 0.0, 30.0, 20.0],
+                          [-24.0, 40.0, 60.0, 64.0], [8.0, 8.0, 9.0, 9.0]])
+    for output_size in ((2, 3), (7, 7)):
+        v = {x.kind: x for x in make_variants(boxes, image_size=(h * 16, w * 16), feature_size=(h, w), stride=16,
+                                              output_size=output_size)}[K.ROI_POOL]
+        out = torchvision.ops.roi_pool(features, to_rois(boxes), output_size, 1 / 16)  # [K, h*w, PH, PW]
+        read = out.amax((2, 3)) > 0  # [K, h*w]
+        for k in range(len(boxes)):
+            pts = v.points_feature[k, : int(v.num_points[k])].long()  # [P, 2] (x, y) cell indices
+            on = (pts[:, 0] >= 0) & (pts[:, 0] < w) & (pts[:, 1] >= 0) & (pts[:, 1] < h)
+            drawn = set((pts[on, 1] * w + pts[on, 0]).tolist())
+            assert drawn == set(read[k].nonzero().flatten().tolist()), (k, output_size)
+            assert v.outside_fraction[k].item() == pytest.approx(1 - on.float().mean().item())
+    assert v.outside_fraction[3].item() > 0  # the box reaching left of the image has cells off the map
+
+
+@settings(max_examples=40, deadline=None)
+@given(x1=st.floats(0, 400), y1=st.floats(0, 400), dw=st.floats(0, 300), dh=st.floats(0, 300),
+       stride=st.sampled_from([8, 16, 32]))
+def test_roi_pool_edges_move_as_its_words_say(x1, y1, dw, dh, stride):
+    """The words' bounds: the left / top edges move by at most half a cell, the right / bottom ones land
+    between half a cell and one and a half cells past the box's (the +1 of inclusive ends)."""
+    boxes = torch.tensor([[x1, y1, x1 + dw, y1 + dh]])
+    v = {x.kind: x for x in make_variants(boxes, image_size=(800, 800), feature_size=(800 // stride,) * 2,
+                                          stride=stride)}[K.ROI_POOL]
+    r, b = v.region_image[0].double(), boxes[0].double()
+    tol = 1e-3  # float32 box coordinates
+    assert (r[:2] - b[:2]).abs().max() <= stride / 2 + tol
+    past = r[2:] - b[2:]
+    assert (past >= stride / 2 - tol).all() and (past <= 1.5 * stride + tol).all()
+    assert f"up to half a cell ({stride // 2} px)" in v.words
+    assert f"({stride // 2} to {3 * stride // 2} px) past" in v.words
+
+
+@pytest.mark.parametrize("aligned,sampling_ratio", [(True, 2), (False, 2), (True, 0), (False, 0)])
+def test_other_framework_defaults(aligned, sampling_ratio):
+    """aligned=True (mmcv-like) shows torchvision's defaults, aligned=False (torchvision-like) mmcv's; the
+    words say which difference matters: the half-pixel offset always, the grid only for a fixed ratio."""
+    vs = variants_of("divisible", aligned=aligned, sampling_ratio=sampling_ratio)
+    v, flipped = vs[K.OTHER_DEFAULTS], vs[K.ALIGNED_MISMATCH]
+    expected = {"aligned": False, "sampling_ratio": -1} if aligned else {"aligned": True, "sampling_ratio": 0}
+    assert v.op == "roi_align" and v.op_kwargs == {"spatial_scale": 1 / 16, **expected}
+    assert ("torchvision's defaults" if aligned else "mmcv's defaults") in v.words
+    assert "-1 vs 0 changes nothing" in v.words
+    assert ("torchvision.ops.roi_align" if aligned else "mmcv.ops.roi_align") in v.code
+    assert f"sampling_ratio={sampling_ratio}, aligned={aligned}" in v.fix  # the fix passes every argument
+    torch.testing.assert_close(v.region_image, flipped.region_image)  # the same half-pixel offset
+    if sampling_ratio == 0:  # both adaptive: the same samples as 'aligned flipped', and the words say so
+        torch.testing.assert_close(v.points_feature, flipped.points_feature, equal_nan=True)
+        assert "equals 'aligned flipped'" in v.words
+    else:
+        assert v.points_feature.shape != flipped.points_feature.shape  # adaptive vs your fixed 2 x 2 per bin
+        assert f"adaptive instead of your fixed {sampling_ratio} x {sampling_ratio}" in v.words
+
+
+def test_sampling_ratio_minus_one_and_zero_are_the_same_in_torchvision():
+    """The claim the OTHER_DEFAULTS words make (torchvision's kernel: ratio > 0 ? ratio : ceil(roi / P)),
+    checked on torchvision itself: identical float operations, so exactly equal."""
+    features = torch.randn(1, 4, 20, 24, generator=torch.Generator().manual_seed(3))
+    rois = torch.tensor([[0.0, 10.0, 20.0, 300.0, 250.0], [0.0, 40.0, 33.0, 90.0, 60.0]])
+    for aligned in (True, False):
+        a = torchvision.ops.roi_align(features, rois, 7, 1 / 16, -1, aligned)
+        b = torchvision.ops.roi_align(features, rois, 7, 1 / 16, 0, aligned)
+        assert torch.equal(a, b)
+
+
+ROTATED_BOXES = torch.tensor([[40.0, 60.0, 200.0, 140.0], [150.0, 120.0, 230.0, 280.0]])
+
+
+def rotated_variants(angle: float, **kw) -> dict[VariantKind, Variant]:
+    vs = make_variants(ROTATED_BOXES, image_size=(400, 512), feature_size=(25, 32), stride=16, angle_degrees=angle,
+                       **kw)
+    return {v.kind: v for v in vs}
+
+
+def test_rotated_box_at_90_degrees_by_hand():
+    """Box 0 is 160 x 80 about (120, 100). Turned 90 degrees counter-clockwise (y down: its x axis points up
+    the image), it stands 80 wide and 160 tall about the same centre."""
+    v = rotated_variants(90.0)[K.ROTATED]
+    assert v.op == "roi_align_rotated"
+    assert v.op_kwargs == {"spatial_scale": 1 / 16, "sampling_ratio": 2, "aligned": True, "angle_unit": "degrees",
+                           "clockwise": False}
+    torch.testing.assert_close(v.boxes_passed[0], torch.tensor([120.0, 100.0, 160.0, 80.0, 90.0]))
+    torch.testing.assert_close(v.region_image[0], torch.tensor([80.0, 20.0, 160.0, 180.0]), atol=1e-4, rtol=0)
+    corners = v.polygon_image[0]  # the box's own (-w/2, -h/2) corner: its top-left before the turn
+    torch.testing.assert_close(corners[0], torch.tensor([80.0, 180.0], dtype=torch.float64), atol=1e-4, rtol=0)
+    # the first bin's samples (box-top-left bin) sit near that corner: the bottom-left of the turned box
+    first = v.points_image[0, 0]
+    assert first[0] < 120 and first[1] > 100
+    assert v.iou[0].item() == pytest.approx(1.0, abs=1e-5) and v.outside_fraction[0].item() == 0.0
+
+
+def test_rotated_angle_mixups_turn_by_hand_derived_angles():
+    vs = rotated_variants(30.0)
+    theta = {k: vs[k].rotated_region_image[0, 4].item() for k in ROTATED_KINDS}
+    assert theta[K.ROTATED] == pytest.approx(math.pi / 6)
+    assert theta[K.RADIANS_AS_DEGREES] == pytest.approx(math.radians(math.radians(30.0)))  # 0.5236 degrees
+    assert theta[K.DEGREES_AS_RADIANS] == pytest.approx(30.0)  # 30 rad = 1718.9 degrees
+    assert theta[K.CLOCKWISE_FLIPPED] == pytest.approx(-math.pi / 6)
+    assert vs[K.RADIANS_AS_DEGREES].op_kwargs["angle_unit"] == "degrees"
+    assert vs[K.RADIANS_AS_DEGREES].boxes_passed[0, 4].item() == pytest.approx(math.pi / 6)
+    assert vs[K.DEGREES_AS_RADIANS].op_kwargs["angle_unit"] == "radians"
+    assert vs[K.DEGREES_AS_RADIANS].boxes_passed[0, 4].item() == 30.0
+    assert vs[K.CLOCKWISE_FLIPPED].op_kwargs["clockwise"] is True
+    assert "0.5236 degrees instead of 30" in vs[K.RADIANS_AS_DEGREES].words
+    # 30 rad = 30 * 180 / pi = 1718.87 degrees = 5 turns - 81.13
+    assert "1719 degrees, -81.13 after whole turns" in vs[K.DEGREES_AS_RADIANS].words
+    for k in ROTATED_KINDS:
+        assert vs[k].reference is K.ROTATED
+        torch.testing.assert_close(vs[k].rotated_meant_image[:, 4], torch.full((2,), math.pi / 6))
+    for k in set(VariantKind) - set(ROTATED_KINDS):
+        assert vs[k].reference is K.CORRECT and vs[k].rotated_region_image is None
+    # the IoUs: of the turned regions (a turn of theta - 30 degrees about the same centre)
+    assert vs[K.ROTATED].iou.min().item() == pytest.approx(1.0, abs=1e-5)
+    assert (vs[K.CLOCKWISE_FLIPPED].iou < vs[K.RADIANS_AS_DEGREES].iou).all()
+
+
+@pytest.mark.parametrize("angle", [30.0, -65.0, 90.0, 180.0])
+@pytest.mark.parametrize("sampling_ratio", [2, 0])
+def test_rotated_points_match_ramp_pooling(angle, sampling_ratio):
+    """Pool x/y ramps with each rotated variant's own op call: bilinear is exact on a linear map, so every
+    bin's value is the mean of the sample positions drawn, wherever the bin's samples stay inside the map."""
+    checked = 0
+    for kind in ROTATED_KINDS:
+        v = rotated_variants(angle, sampling_ratio=sampling_ratio, output_size=(3, 4))[kind]
+        ramp = ramp_maps(40, 48)  # float64; the boxes' samples stay inside
+        pooled = v.apply(ramp)  # [K, 2, PH, PW]
+        for k in range(len(v.boxes_passed)):
+            n = int(v.num_points[k])
+            per_bin = v.points_feature[k, :n].double().reshape(3, 4, -1, 2)  # [PH, PW, S, 2]
+            inside = ((per_bin >= 0) & (per_bin[..., :1] <= 47) & (per_bin[..., 1:] <= 39)).all(-1).all(-1)
+            got = pooled[k].permute(1, 2, 0)  # [PH, PW, 2]
+            torch.testing.assert_close(got[inside], per_bin.mean(2)[inside], atol=1e-5, rtol=0)  # float32 points
+            checked += int(inside.sum())
+    assert checked == 4 * 2 * 12  # every bin of every box inside
+
+
+def test_rotated_at_angle_zero_samples_like_your_aligned_call():
+    """At angle 0 detectron2's sampling is ROIAlign's with aligned=True (the same grid, the same -0.5), and
+    the mix-ups coincide with it: evidence the two point formulas agree, and the words say so."""
+    vs = rotated_variants(0.0, sampling_ratio=0)
+    for k in ROTATED_KINDS:
+        torch.testing.assert_close(vs[k].points_feature, vs[K.CORRECT].points_feature, equal_nan=True,
+                                   atol=1e-5, rtol=0)
+    assert "At 0 degrees this equals the reference" in vs[K.CLOCKWISE_FLIPPED].words
+
+
+def test_rotated_iou_pairwise_exact_cases_and_a_raster_reference():
+    from roi_lab.geometry import rotated_iou_pairwise
+
+    square = torch.tensor([[0.0, 0.0, 1.0, 1.0, 0.0]])
+    turned = torch.tensor([[0.0, 0.0, 1.0, 1.0, math.pi / 4]])
+    assert rotated_iou_pairwise(square, square).item() == pytest.approx(1.0)
+    # two unit squares 45 degrees apart: a regular octagon of area 2 (sqrt 2 - 1), IoU 1 / sqrt 2
+    assert rotated_iou_pairwise(square, turned).item() == pytest.approx(1 / math.sqrt(2), abs=1e-6)
+    assert rotated_iou_pairwise(square, square + torch.tensor([[5.0, 0, 0, 0, 0]])).item() == 0.0
+    # axis-aligned boxes: the IoU of box_iou_pairwise
+    a, b = torch.tensor([[10.0, 10.0, 20.0, 6.0, 0.0]]), torch.tensor([[14.0, 12.0, 10.0, 10.0, math.pi]])
+    xyxy = lambda r: torch.cat([r[:, :2] - r[:, 2:4] / 2, r[:, :2] + r[:, 2:4] / 2], 1)  # noqa: E731
+    assert rotated_iou_pairwise(a, b).item() == pytest.approx(box_iou_pairwise(xyxy(a), xyxy(b)).item(), abs=1e-6)
+    # random pairs against a raster count (a loop reference: point-in-rectangle on a 600 x 600 grid)
+    g = torch.Generator().manual_seed(5)
+    ra = torch.cat([torch.rand(6, 2, generator=g) * 4, 1 + torch.rand(6, 2, generator=g) * 3,
+                    torch.rand(6, 1, generator=g) * 6], 1).double()
+    rb = torch.cat([ra[:, :2] + torch.rand(6, 2, generator=g), 1 + torch.rand(6, 2, generator=g) * 3,
+                    torch.rand(6, 1, generator=g) * 6], 1).double()
+    ys, xs = torch.meshgrid(torch.linspace(-4, 9, 600, dtype=torch.float64),
+                            torch.linspace(-4, 9, 600, dtype=torch.float64), indexing="ij")
+
+    def inside(r):
+        dx, dy = xs - r[0], ys - r[1]
+        c, s = math.cos(r[4]), math.sin(r[4])
+        # box coordinates (u, v): the inverse of x = cx + v sin + u cos, y = cy + v cos - u sin
+        u, v = dx * c - dy * s, dx * s + dy * c
+        return (u.abs() <= r[2] / 2) & (v.abs() <= r[3] / 2)
+
+    got = rotated_iou_pairwise(ra, rb)
+    for i in range(6):
+        ia, ib = inside(ra[i]), inside(rb[i])
+        raster = (ia & ib).sum().item() / (ia | ib).sum().item()
+        assert got[i].item() == pytest.approx(raster, abs=0.01), i
+
+
+def test_make_variants_refuses_a_bad_angle():
+    good = {"image_size": (100, 100), "feature_size": (7, 7), "stride": 16}
+    for bad in (math.nan, "30", True):
+        with pytest.raises(InputValueError, match=r"(?s)make_variants\(angle_degrees=\.\.\.\) expects a finite angle "
+                                                  r"in degrees, counter-clockwise.*angle_degrees=30\.0"):
+            make_variants([[0, 0, 10, 10]], **good, angle_degrees=bad)

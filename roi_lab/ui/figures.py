@@ -33,6 +33,7 @@ __all__ = [
     "CHANNEL_VIEWS",
     "image_data_uri",
     "box_shapes",
+    "polygon_shape",
     "image_figure",
     "feature_map_figure",
     "overview_figure",
@@ -104,6 +105,19 @@ def box_shapes(
             }
         )
     return out
+
+
+def polygon_shape(points: np.ndarray, *, color: str, dash: str = "solid", width: float = FOCUS_WIDTH) -> dict[str, Any]:
+    """A closed layout path for a polygon ndarray[P, 2] of (x, y) in axis units (a turned box's corners).
+
+    Example:
+        >>> polygon_shape(np.array([[0, 0], [2, 0], [2, 1]]), color="red")["path"]
+        'M 0 0 L 2 0 L 2 1 Z'
+    """
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    path = " L ".join(f"{x:.6g} {y:.6g}" for x, y in pts.tolist())
+    return {"type": "path", "xref": "x", "yref": "y", "path": f"M {path} Z",
+            "line": {"color": color, "width": width, "dash": dash}, "fillcolor": "rgba(0,0,0,0)"}
 
 
 def _pixel_axes(w: float, h: float, *, show: bool = False, offset: float = 0.0) -> dict[str, Any]:
@@ -351,14 +365,24 @@ PICTURE_AT, PICTURE_SIZE = (4, 24), (156, 117)  # within a tile: the picture's o
 CROP_AT, CROP_SIDE = (166, 24), 104  # within a tile: the crop's origin and side
 
 
-def overview_layout(n: int, columns: int = 4, tile: tuple[int, int] = TILE) -> list[tuple[int, int]]:
-    """Top-left design-px corner of each of ``n`` tiles, left to right, top to bottom.
+def overview_layout(n: int, columns: int = 4, tile: tuple[int, int] = TILE,
+                    row_starts: Sequence[int] = ()) -> list[tuple[int, int]]:
+    """Top-left design-px corner of each of ``n`` tiles, left to right, top to bottom; a tile in ``row_starts``
+    begins a new row (a group of its own).
 
     Example:
         >>> overview_layout(5, columns=4)[-1]
         (0, 200)
+        >>> overview_layout(3, columns=4, row_starts=[2])
+        [(0, 0), (275, 0), (0, 200)]
     """
-    return [((i % columns) * tile[0], (i // columns) * tile[1]) for i in range(n)]
+    out, p = [], 0
+    for i in range(n):
+        if i in row_starts:
+            p = -(-p // columns) * columns  # the next row's first slot (this one, if the row is fresh)
+        out.append(((p % columns) * tile[0], (p // columns) * tile[1]))
+        p += 1
+    return out
 
 
 def _compose(pictures: Sequence[np.ndarray], corners: Sequence[tuple[int, int]], size: tuple[int, int]) -> np.ndarray:
@@ -383,6 +407,8 @@ def overview_figure(
     columns: int = 4,
     wrap: int = 46,
     meta: Any = None,
+    group_start: int | None = None,
+    framed: Sequence[int] = (0,),
 ) -> go.Figure:
     """Every variant at a glance, in ONE figure with ONE pair of axes: per variant a picture of where it
     samples, its crop with hover values, and its verdict in words.
@@ -405,17 +431,25 @@ def overview_figure(
         columns (int): tiles per row.
         wrap (int): characters per line of the verdict's words.
         meta: plotly's ``layout.meta``: the state the figure shows (the latency benchmark waits for it).
+        group_start (int | None): the first variant of a group drawn on rows of its own (the rotated family);
+            the legend's slot then closes the first group.
+        framed (list[int]): the tiles framed as references (your settings; the rotated reference).
 
     Returns:
         go.Figure
     """
     v = len(verdicts)
     ph, pw = int(maps.shape[-2]), int(maps.shape[-1])
-    slots = v + 1  # one more: the colour bar and the legend
-    rows = -(-slots // columns)
     tw, th = TILE
+    # one more slot: the colour bar and the legend, after the first group (or after every tile)
+    legend_at = v if group_start is None else group_start
+    order = [*range(legend_at), v, *range(legend_at, v)]  # tile index per slot; v is the legend
+    placed = overview_layout(v + 1, columns, row_starts=[] if group_start is None else [legend_at + 1])
+    corners = [(0, 0)] * (v + 1)
+    for slot, i in enumerate(order):
+        corners[i] = placed[slot]
+    rows = max(y for _, y in corners) // th + 1
     width, height = columns * tw, rows * th
-    corners = overview_layout(slots, columns)
     # one heatmap: cell edges of every tile column / row, a NaN gap between tiles
     cell_x, cell_y = CROP_SIDE / pw, CROP_SIDE / ph
     xs = [c * tw + CROP_AT[0] for c in range(columns)]
@@ -426,7 +460,7 @@ def overview_figure(
     z = np.full((len(y_edges) - 1, len(x_edges) - 1), np.nan, np.float32)
     text = np.full(z.shape, "", dtype=object)
     for i, verdict in enumerate(verdicts):
-        r, c = divmod(i, columns)
+        r, c = corners[i][1] // th, corners[i][0] // tw
         r0, c0 = r * (ph + 1), c * (pw + 1)
         z[r0 : r0 + ph, c0 : c0 + pw] = maps[i]
         text[r0 : r0 + ph, c0 : c0 + pw] = [[f"{verdict.title}<br>bin (row {a}, col {b})" for b in range(pw)]
@@ -450,7 +484,7 @@ def overview_figure(
         texts.append((x + 4, y + 3, f"<b>{verdict.title}</b>", 13, color))
         texts.append((x + 4, y + PICTURE_AT[1] + PICTURE_SIZE[1] + 4,
                       f"<b>{verdict.headline}</b><br>{_wrap(verdict.words, wrap)}", 11, color))
-        if i == 0:
+        if i in framed:
             shapes.append({"type": "rect", "x0": x + 1, "x1": x + tw - 3, "y0": y + 1, "y1": y + th - 3,
                            "line": {"color": color, "width": 2}, "fillcolor": "rgba(0,0,0,0)"})
     x, y = corners[v]
@@ -492,6 +526,8 @@ def details_figure(
     title: str = "",
     height: int = 270,
     meta: Any = None,
+    polygons: dict[str, np.ndarray] | None = None,
+    diff_title: str = "minus your settings' crop",
 ) -> go.Figure:
     """One variant in detail, in ONE figure of five panels: the feature map with the regions, the samples on
     the image, what it reads from the image (RGB), its crop and its difference to your settings' crop.
@@ -511,6 +547,10 @@ def details_figure(
         rgb_uri (str): the RGB read-out as a data URI.
         crop, diff (ndarray[PH, PW]): the crop (channel view) and crop minus your settings' crop.
         meta: plotly's ``layout.meta`` (see :func:`overview_figure`).
+        polygons (dict | None): a turned region (the rotated family): ndarray[4, 2] corners under
+            ``"region_feature"``, ``"intended_feature"`` (feature sample coordinates), ``"region_image"``,
+            ``"intended_image"`` (image px), drawn instead of the focus box's rectangles.
+        diff_title (str): the last panel's title: what the difference is taken to.
     """
     layout: dict[str, Any] = {}
     data: list[dict[str, Any]] = []
@@ -519,8 +559,7 @@ def details_figure(
     width = (1.0 - gap * (n - 1)) / n
     dom = [[i * (width + gap), i * (width + gap) + width] for i in range(n)]
     y_dom = [0.0, 0.90]
-    titles = ["on the feature map", "samples on the image", "what it reads (RGB)", "crop",
-              "minus your settings' crop"]
+    titles = ["on the feature map", "samples on the image", "what it reads (RGB)", "crop", diff_title]
     # 1: the feature map
     fh, fw = summary.shape[:2]
     regions = np.asarray(regions_feature, dtype=np.float64).reshape(-1, 4)
@@ -529,8 +568,13 @@ def details_figure(
     xr, yr = _hidden_axes(layout, 0, dom[0], y_dom, xrange_, yrange)
     data.append({"type": "heatmap", "z": np.asarray(summary, dtype=np.float32), "x0": 0, "y0": 0, "dx": 1, "dy": 1,
                  "colorscale": "Greys", "showscale": False, "hoverinfo": "skip", "xaxis": xr, "yaxis": yr})
-    for shape in (box_shapes(intended, color=INTENDED_COLOR, focus=focus, dash="dash")
-                  + box_shapes(regions, color=REGION_COLOR, focus=focus)):
+    if polygons is None:
+        map_shapes = (box_shapes(intended, color=INTENDED_COLOR, focus=focus, dash="dash")
+                      + box_shapes(regions, color=REGION_COLOR, focus=focus))
+    else:
+        map_shapes = [polygon_shape(polygons["intended_feature"], color=INTENDED_COLOR, dash="dash"),
+                      polygon_shape(polygons["region_feature"], color=REGION_COLOR)]
+    for shape in map_shapes:
         shapes.append({**shape, "xref": xr, "yref": yr})
     # 2: samples on the image
     h, w = image_size
@@ -544,8 +588,13 @@ def details_figure(
     data.append({**_image_trace(image[0], image[1]), "xaxis": xr, "yaxis": yr})
     data.append({"type": "scatter", "x": pts[:, 0], "y": pts[:, 1], "mode": "markers", "xaxis": xr, "yaxis": yr,
                  "marker": {"size": 3, "color": REGION_COLOR}, "hoverinfo": "skip", "showlegend": False})
-    for shape in (box_shapes(intended_image, color=INTENDED_COLOR, dash="dash", width=2)
-                  + box_shapes(region_image, color=REGION_COLOR, width=2)):
+    if polygons is None:
+        image_shapes = (box_shapes(intended_image, color=INTENDED_COLOR, dash="dash", width=2)
+                        + box_shapes(region_image, color=REGION_COLOR, width=2))
+    else:
+        image_shapes = [polygon_shape(polygons["intended_image"], color=INTENDED_COLOR, dash="dash", width=2),
+                        polygon_shape(polygons["region_image"], color=REGION_COLOR, width=2)]
+    for shape in image_shapes:
         shapes.append({**shape, "xref": xr, "yref": yr})
     # 3: RGB read-out
     xr, yr = _hidden_axes(layout, 2, dom[2], y_dom)

@@ -44,6 +44,7 @@ __all__ = [
     "summary",
     "variants",
     "channel_map",
+    "channel_projection",
     "variant_maps",
     "variant_crops",
     "variant_rgb",
@@ -239,6 +240,7 @@ def variants(
     output_size: int,
     sampling_ratio: int,
     aligned: bool,
+    angle_degrees: float = 30.0,
 ) -> list[Any]:
     """``roi_lab.geometry.make_variants`` for the boxes ``boxes_sig`` (a tuple of xyxy tuples).
 
@@ -254,6 +256,7 @@ def variants(
         output_size=output_size,
         sampling_ratio=sampling_ratio,
         aligned=aligned,
+        angle_degrees=angle_degrees,
     )
 
 
@@ -272,15 +275,26 @@ def variant_maps(
     output_size: int,
     _variants: list[Any],
     _map: torch.Tensor,
+    _features: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """``roi_lab.ui.overview.variant_maps``: every variant's crops of every box from a one-channel view of the
     map, ndarray[V, K, PH, PW], for all boxes at once (so changing the box shown costs nothing and a
     channel-view change costs one small op call per variant). ``map_key`` names ``_map`` (feature key, view,
-    channel); ``variants_key`` names ``_variants`` (boxes and settings of :func:`variants`).
+    channel); ``variants_key`` names ``_variants`` (boxes and settings of :func:`variants`). RoIPool's max is
+    not linear in the channels: its crops come from ``_features`` (the map ``map_key[0]`` names), projected.
     """
     from roi_lab.ui.overview import variant_maps as compute
 
-    return compute(_variants, _map, output_size)
+    projection = None if _features is None else channel_projection(*map_key, _features)
+    return compute(_variants, _map, output_size, _features, projection)
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def channel_projection(feature_key: tuple, view: str, index: int, _features: torch.Tensor) -> tuple[Any, float]:
+    """The channel view as a projection (``views.channel_projection``) of a cached feature map."""
+    from roi_lab.ui.views import channel_projection as project
+
+    return project(_features, view, index)
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)

@@ -56,17 +56,26 @@ def _stack_or_nan(crops: list[torch.Tensor | None], shape: tuple[int, ...]) -> n
     return np.stack([c.numpy().astype(np.float32, copy=False) if c is not None else missing for c in crops])
 
 
-def variant_maps(variants: list[Any], channel_map: torch.Tensor, output_size: int) -> dict[str, Any]:
+NOT_LINEAR = ("roi_pool",)  # ops whose crop of a channel view is not that view of the crop (a max per bin)
+
+
+def variant_maps(variants: list[Any], channel_map: torch.Tensor, output_size: int,
+                 features: torch.Tensor | None = None, projection: tuple[torch.Tensor, float] | None = None
+                 ) -> dict[str, Any]:
     """Every variant's crops of every box from a one-channel view of the map: ndarray[V, K, PH, PW].
 
-    ROIAlign (avg) and crop_and_resize are linear in the channels (every channel is sampled with the
-    same weights), so the crop of a channel view (mean, one channel, a PCA projection) equals that
-    view of the crop: one channel instead of C goes through the op, for all boxes at once.
+    ROIAlign (avg, rotated or not) and crop_and_resize are linear in the channels (every channel is
+    sampled with the same weights), so the crop of a channel view (mean, one channel, a PCA projection)
+    equals that view of the crop: one channel instead of C goes through the op, for all boxes at once.
+    RoIPool takes a max per bin and channel, which is not linear: its full crop is taken from ``features``
+    and projected with ``projection`` (``roi_lab.ui.views.channel_projection``).
 
     Args:
         variants (list[Variant]): from ``roi_lab.geometry.make_variants``.
         channel_map (Tensor[1, 1, h, w]): from ``roi_lab.ui.views.channel_map``.
         output_size (int): bins per side.
+        features (Tensor[1, C, h, w] | None), projection ((Tensor[C], float) | None): the map and the channel
+            view as a projection, for the variants of :data:`NOT_LINEAR` ops (needed when there are any).
 
     Returns:
         ``{"kinds": [str], "maps": ndarray[V, K, PH, PW] (NaN where refused), "errors": {kind: message}}``
@@ -74,11 +83,25 @@ def variant_maps(variants: list[Any], channel_map: torch.Tensor, output_size: in
     from roi_lab.geometry import crop_features_for_variants
 
     k = len(variants[0].boxes_passed)
-    crops, errors = _apply_batched(
-        variants, lambda vs: crop_features_for_variants(vs, channel_map, output_size),
+    linear = [i for i, v in enumerate(variants) if v.op not in NOT_LINEAR]
+    crops: list[Any] = [None] * len(variants)
+    found, errors = _apply_batched(
+        [variants[i] for i in linear], lambda vs: crop_features_for_variants(vs, channel_map, output_size),
         lambda v: v.apply(channel_map, output_size),
     )  # [K, 1, PH, PW] each
-    maps = _stack_or_nan([c[:, 0] if c is not None else None for c in crops], (k, output_size, output_size))
+    for i, c in zip(linear, found, strict=True):
+        crops[i] = None if c is None else c[:, 0]
+    others = [v for v in variants if v.op in NOT_LINEAR]
+    if others:
+        if features is None or projection is None:
+            raise ValueError("variant_maps needs features and projection for RoIPool variants (a max per bin is "
+                             "not linear in the channels); pass features=, projection=views.channel_projection(...)")
+        weights, bias = projection
+        full, more = _apply_all(others, lambda v: v.apply(features, output_size))  # [K, C, PH, PW] each
+        errors.update(more)
+        for v, c in zip(others, full, strict=True):
+            crops[variants.index(v)] = None if c is None else torch.einsum("c,kchw->khw", weights, c.float()) + bias
+    maps = _stack_or_nan(crops, (k, output_size, output_size))
     return {"kinds": [v.kind.value for v in variants], "maps": maps, "errors": errors}
 
 
@@ -138,8 +161,10 @@ def overview_pictures(variants: list[Any], focus: int, size: tuple[int, int], im
     out = []
     for v in variants:
         pts = v.points_image[focus][: int(v.num_points[focus])]
+        polygon, meant = v.polygon_image, v.polygon_meant
         pic, _ = render_thumb(small, (h, w), v.boxes_meant[focus].numpy(), v.region_image[focus].numpy(),
-                              pts.numpy(), size)
+                              pts.numpy(), size, region_polygon=None if polygon is None else polygon[focus].numpy(),
+                              intended_polygon=None if meant is None else meant[focus].numpy())
         out.append(pic)
     return out
 
@@ -153,12 +178,14 @@ def crop_views_of(variants: list[Any], features: torch.Tensor, view: str, index:
     ``full()`` / ``of_view()`` give :func:`variant_crops` / :func:`variant_maps` of these variants; by default
     computed here (notebooks), the app passes its cached loaders (``roi_lab.ui.side.compute``).
     """
+    refs = views.reference_indices(variants)
     if view == "max":
         crops = full() if full is not None else variant_crops(variants, features, output_size)
-        return views.crop_views(crops["crops"][:, 0], "max"), crops["errors"]
+        return views.crop_views(crops["crops"][:, 0], "max", refs=refs), crops["errors"]
     maps = of_view() if of_view is not None else variant_maps(variants, views.channel_map(features, view, index),
-                                                             output_size)
-    return views.crop_views(maps["maps"][:, 0]), maps["errors"]
+                                                             output_size, features,
+                                                             views.channel_projection(features, view, index))
+    return views.crop_views(maps["maps"][:, 0], refs=refs), maps["errors"]
 
 
 def overview(variants: list[Any], crops: views.CropViews, errors: dict[str, str], pictures: list[np.ndarray],
@@ -172,7 +199,10 @@ def overview(variants: list[Any], crops: views.CropViews, errors: dict[str, str]
         scale (float): working / original image size (the verdicts' offsets are in original px).
     """
     verdicts = views.verdicts(variants, 0, crops.maps, scale, errors)
-    fig = figures.overview_figure(verdicts, pictures, crops.maps, crops.zmin, crops.zmax, view=view, meta=meta)
+    refs = views.reference_indices(variants)
+    own = [i for i, j in enumerate(refs) if i == j]  # the references: your settings, the rotated one
+    fig = figures.overview_figure(verdicts, pictures, crops.maps, crops.zmin, crops.zmax, view=view, meta=meta,
+                                  group_start=own[1] if len(own) > 1 else None, framed=own)
     return verdicts, fig
 
 
@@ -190,8 +220,15 @@ def details(variants: list[Any], i: int, crops: views.CropViews, summary: np.nda
     """
     panel = views.panel_data(variants[i], 0)
     box = np.asarray(box_image, dtype=np.float64).reshape(4)
+    polygons = None
+    if panel.polygon_image is not None and panel.polygon_meant is not None:
+        polygons = {"region_image": panel.polygon_image, "intended_image": panel.polygon_meant,
+                    "region_feature": panel.polygon_image / stride - 0.5,
+                    "intended_feature": panel.polygon_meant / stride - 0.5}
+    reference = "your settings'" if views.reference_indices(variants)[i] == 0 else "the rotated reference's"
     return figures.details_figure(
         summary, panel.regions_feature, views.intended_feature(box[None], stride), 0, image, image_size,
         panel.points_image, panel.region_image, box, figures.image_data_uri(rgb, fmt="png")[0],
         crops.maps[i], crops.diffs[i], crops.zmin, crops.zmax, crops.zabs, meta=meta, title=title,
+        polygons=polygons, diff_title=f"minus {reference} crop",
     )

@@ -2,7 +2,7 @@
 
 The page draws; this module decides what: the variants of the boxes for your settings, one channel
 view of every variant's crop of the box shown, the verdicts, the overview's pictures and figure.
-Everything per rerun is either a cache hit or small (one-channel crops, 11 small pictures), which
+Everything per rerun is either a cache hit or small (one-channel crops, 17 small pictures), which
 keeps a change of the box shown, the channel view or a setting well under the page's 150 ms budget.
 """
 
@@ -48,13 +48,14 @@ def compute(src: Any, feats: Any, stride: int, boxes: Any, settings: Any, view: 
     sig = tuple(tuple(round(float(v), 3) for v in row) for row in boxes.model)
     # the variants of the box shown only: a new box, a dragged one included, costs one box's variants and crops
     variants_key = ((sig[focus],), (h, w), (fh, fw), stride, settings.output_size, settings.sampling_ratio,
-                    settings.aligned)
+                    settings.aligned, settings.angle_degrees)
     variants = loaders.variants(*variants_key)
     crops, errors = overview.crop_views_of(  # the notebook's path (roi_lab.viz), through the cached loaders
         variants, feats, view, index, settings.output_size,
         full=lambda: loaders.variant_crops(src.feature_key, variants_key, settings.output_size, variants, feats),
         of_view=lambda: loaders.variant_maps((src.feature_key, view, index), variants_key, settings.output_size,
-                                             variants, loaders.channel_map(src.feature_key, view, index, feats)),
+                                             variants, loaders.channel_map(src.feature_key, view, index, feats),
+                                             feats),
     )
     pictures = loaders.overview_pictures(src.image_key, variants_key, 0, figures.PICTURE_SIZE, variants,
                                          working.image)
@@ -66,7 +67,7 @@ def compute(src: Any, feats: Any, stride: int, boxes: Any, settings: Any, view: 
 def state_meta(boxes: int, focus: int, view: str, index: int, settings: Any, kind: str | None = None) -> dict:
     """What a figure shows, as plotly ``layout.meta``: the browser benchmark and test wait for it to change."""
     meta = {"boxes": boxes, "focus": focus, "view": view, "index": index, "output_size": settings.output_size,
-            "sampling_ratio": settings.sampling_ratio, "aligned": settings.aligned}
+            "sampling_ratio": settings.sampling_ratio, "aligned": settings.aligned, "angle": settings.angle_degrees}
     return meta if kind is None else {**meta, "kind": kind}
 
 

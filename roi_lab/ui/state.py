@@ -109,6 +109,7 @@ class K:
     OUTPUT_SIZE = "output_size"
     SAMPLING_RATIO = "sampling_ratio"
     ALIGNED = "aligned"
+    BOX_ANGLE = "box_angle"  # degrees, counter-clockwise: the rotated variants turn every box by it
     CHANNEL_VIEW = "channel_view"
     CHANNEL_INDEX = "channel_index"
     FOCUS_BOX = "focus_box"
@@ -141,6 +142,7 @@ DEFAULTS: dict[str, Any] = {
     K.OUTPUT_SIZE: 7,
     K.SAMPLING_RATIO: 2,
     K.ALIGNED: True,
+    K.BOX_ANGLE: 30,
     K.CHANNEL_VIEW: "mean",
     K.CHANNEL_INDEX: 0,
     K.FOCUS_BOX: 0,

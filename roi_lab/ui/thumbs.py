@@ -70,6 +70,11 @@ def _hatched(width: int, height: int) -> np.ndarray:
 
 def _dashed_rect(canvas: np.ndarray, x0: int, y0: int, x1: int, y1: int, color, thickness: int = 2,
                  dash: int = 5, gap: int = 3) -> None:
+    _dashed_polygon(canvas, [(x0, y0), (x1, y0), (x1, y1), (x0, y1)], color, thickness, dash, gap)
+
+
+def _dashed_polygon(canvas: np.ndarray, corners: list[tuple[int, int]], color, thickness: int = 2,
+                    dash: int = 5, gap: int = 3) -> None:
     import cv2
 
     def segment(a: tuple[int, int], b: tuple[int, int]) -> None:
@@ -83,10 +88,8 @@ def _dashed_rect(canvas: np.ndarray, x0: int, y0: int, x1: int, y1: int, color, 
             q = (a[0] + (b[0] - a[0]) * e // length, a[1] + (b[1] - a[1]) * e // length)
             cv2.line(canvas, p, q, color, thickness, cv2.LINE_AA)
 
-    segment((x0, y0), (x1, y0))
-    segment((x1, y0), (x1, y1))
-    segment((x1, y1), (x0, y1))
-    segment((x0, y1), (x0, y0))
+    for a, b in zip(corners, corners[1:] + corners[:1], strict=True):
+        segment(a, b)
 
 
 def render_thumb(
@@ -96,6 +99,9 @@ def render_thumb(
     region: np.ndarray,
     points: np.ndarray | None = None,
     size: tuple[int, int] = (180, 135),
+    *,
+    region_polygon: np.ndarray | None = None,
+    intended_polygon: np.ndarray | None = None,
 ) -> tuple[np.ndarray, tuple[float, float, float, float]]:
     """The image, the box meant (dashed cyan), the sampled region (red) and its samples, all of them whole.
 
@@ -107,6 +113,8 @@ def render_thumb(
         region (ndarray[4]): xyxy px, what the op samples (corners are sorted; non-finite: not drawn).
         points (ndarray[P, 2] | None): (x, y) px of the samples (NaN rows ignored).
         size ((width, height)): the picture's size.
+        region_polygon, intended_polygon (ndarray[4, 2] | None): turned boxes' (x, y) corners, px (the
+            rotated family), drawn instead of the ``region`` / ``intended`` rectangles.
 
     Returns:
         (ndarray[height, width, 3] uint8, view): the picture, and the (x0, y0, x1, y1) image-px view it shows.
@@ -118,7 +126,8 @@ def render_thumb(
     pts = None if points is None else np.asarray(points, dtype=np.float64).reshape(-1, 2)
     if pts is not None:
         pts = pts[np.all(np.isfinite(pts), axis=1)]
-    vx0, vy0, vx1, vy1 = view_of(image_size, [intended, region], pts)
+    outlines = [np.concatenate([p.min(0), p.max(0)]) for p in (region_polygon, intended_polygon) if p is not None]
+    vx0, vy0, vx1, vy1 = view_of(image_size, [intended, region, *outlines], pts)
     k = min(tw / max(vx1 - vx0, 1e-9), th / max(vy1 - vy0, 1e-9))
     ox, oy = (tw - (vx1 - vx0) * k) / 2, (th - (vy1 - vy0) * k) / 2
 
@@ -147,12 +156,21 @@ def render_thumb(
             qx, qy = px + dx, py + dy
             ok = (qx >= 0) & (qx < tw) & (qy >= 0) & (qy < th)
             canvas[qy[ok], qx[ok]] = REGION_RGB
+    def corners(poly: np.ndarray) -> list[tuple[int, int]]:
+        return [(int(round(u(x))), int(round(v(y)))) for x, y in np.asarray(poly, dtype=np.float64).reshape(-1, 2)]
+
     b = _sorted_box(intended)
-    if np.all(np.isfinite(b)):
+    if intended_polygon is not None:
+        if np.all(np.isfinite(intended_polygon)):
+            _dashed_polygon(canvas, corners(intended_polygon), INTENDED_RGB)
+    elif np.all(np.isfinite(b)):
         _dashed_rect(canvas, int(round(u(b[0]))), int(round(v(b[1]))), int(round(u(b[2]))), int(round(v(b[3]))),
                      INTENDED_RGB)
     r = _sorted_box(region)
-    if np.all(np.isfinite(r)):
+    if region_polygon is not None:
+        if np.all(np.isfinite(region_polygon)):
+            cv2.polylines(canvas, [np.array(corners(region_polygon), np.int32)], True, REGION_RGB, 2, cv2.LINE_AA)
+    elif np.all(np.isfinite(r)):
         cv2.rectangle(canvas, (int(round(u(r[0]))), int(round(v(r[1])))), (int(round(u(r[2]))), int(round(v(r[3])))),
                       REGION_RGB, 2, cv2.LINE_AA)
     return canvas, (vx0, vy0, vx1, vy1)

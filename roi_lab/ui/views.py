@@ -18,11 +18,13 @@ __all__ = [
     "PanelData",
     "intended_feature",
     "panel_data",
+    "reference_indices",
     "Verdict",
     "verdicts",
     "CropViews",
     "crop_views",
     "channel_map",
+    "channel_projection",
     "parse_size",
     "parse_shape",
     "parse_scale",
@@ -60,6 +62,8 @@ class PanelData:
     iou: float  # focus box
     outside_all: np.ndarray  # [K]
     iou_all: np.ndarray  # [K]
+    polygon_image: np.ndarray | None = None  # [4, 2] focus box: the turned region (rotated family), image px
+    polygon_meant: np.ndarray | None = None  # [4, 2] focus box: the turned box meant, image px
 
 
 def panel_data(variant: Any, focus: int) -> PanelData:
@@ -68,6 +72,7 @@ def panel_data(variant: Any, focus: int) -> PanelData:
     pts = pts[np.all(np.isfinite(pts), axis=1)]
     outside = _np(variant.outside_fraction)
     iou = _np(variant.iou)
+    polygon, meant = getattr(variant, "polygon_image", None), getattr(variant, "polygon_meant", None)
     return PanelData(
         kind=variant.kind.value,
         title=variant.title,
@@ -79,7 +84,25 @@ def panel_data(variant: Any, focus: int) -> PanelData:
         iou=float(iou[focus]),
         outside_all=outside,
         iou_all=iou,
+        polygon_image=None if polygon is None else _np(polygon)[focus],
+        polygon_meant=None if meant is None else _np(meant)[focus],
     )
+
+
+def reference_indices(variants: list[Any]) -> list[int]:
+    """The index of the variant each one is compared with (``Variant.reference``; your settings, 0, by default).
+
+    Example:
+        >>> import torch
+        >>> from roi_lab.geometry import VariantKind, make_variants
+        >>> vs = make_variants(torch.tensor([[64., 32., 192., 160.]]), image_size=(256, 256),
+        ...                    feature_size=(16, 16), stride=16)
+        >>> refs = reference_indices(vs)
+        >>> refs[0], refs[-1] == [v.kind for v in vs].index(VariantKind.ROTATED)
+        (0, True)
+    """
+    where = {getattr(v, "kind", None): i for i, v in enumerate(variants)}
+    return [where.get(getattr(v, "reference", None), 0) for v in variants]
 
 
 @dataclass(frozen=True)
@@ -138,15 +161,19 @@ def verdicts(variants: list[Any], focus: int, maps: np.ndarray, scale: float = 1
         ('ref', 'IoU 1.00 · 0% outside', 'bad', 'edges off by up to 2,880 px; reads zeros there')
     """
     errors = errors or {}
-    ref = maps[0]
+    refs = reference_indices(variants)
     out = []
     for i, var in enumerate(variants):
-        intended = _np(var.boxes_meant)[focus]
-        region = _np(var.region_image)[focus]
-        off = float(np.nanmax(np.abs(_sorted(region) - intended))) / max(scale, 1e-12)
+        j = refs[i]
+        polygon, meant = getattr(var, "polygon_image", None), getattr(var, "polygon_meant", None)
+        if polygon is not None and meant is not None:  # turned boxes: how far the corners are from the meant ones
+            off = float(np.nanmax(np.linalg.norm(_np(polygon)[focus] - _np(meant)[focus], axis=1)))
+        else:
+            off = float(np.nanmax(np.abs(_sorted(_np(var.region_image)[focus]) - _np(var.boxes_meant)[focus])))
+        off /= max(scale, 1e-12)
         iou = float(_np(var.iou)[focus])
         outside = float(_np(var.outside_fraction)[focus])
-        diff = _relative_diff(maps[i], ref)
+        diff = _relative_diff(maps[i], maps[j])
         kind = var.kind.value
         headline = f"IoU {iou:.2f} · {outside:.0%} outside"
         if kind in errors:
@@ -155,11 +182,19 @@ def verdicts(variants: list[Any], focus: int, maps: np.ndarray, scale: float = 1
             level = "warn" if getattr(var, "settings_note", "") else "ref"
             words = (f"legacy: edges off by up to {off:,.0f} px (half a cell)" if level == "warn"
                      else "the reference: every crop is compared with this one")
+        elif j == i:
+            level, words = "ref", "the rotated reference: the angle mix-ups are compared with this one"
         else:
             level = ("bad" if iou < 0.5 or outside >= 0.5 else
                      "warn" if iou < 0.95 or outside > 0.02 else "ok")
-            if np.isfinite(diff) and diff < 1e-6 and abs(iou - float(_np(variants[0].iou)[focus])) < 1e-6:
-                words = "same as your settings for this box"
+            if np.isfinite(diff) and diff < 1e-6 and abs(iou - float(_np(variants[j].iou)[focus])) < 1e-6:
+                words = f"same as {'your settings' if j == 0 else 'the rotated reference'} for this box"
+            elif polygon is not None:
+                words = f"corners off by up to {off:,.0f} px"
+                if outside >= 0.99:
+                    words += "; reads zeros there"
+                elif np.isfinite(diff):
+                    words += f"; crop differs by {diff:.0%}"
             else:
                 words = f"edges off by up to {off:,.0f} px"
                 if outside >= 0.99:
@@ -179,18 +214,21 @@ class CropViews:
     """One channel view of every variant's crop of one box, with shared color ranges."""
 
     maps: np.ndarray  # [V, PH, PW]
-    diffs: np.ndarray  # [V, PH, PW] map - map of the CORRECT variant (index 0)
+    diffs: np.ndarray  # [V, PH, PW] map - map of the variant's reference (your settings, index 0, by default)
     zmin: float
     zmax: float
     zabs: float  # symmetric range of the diffs
 
 
-def crop_views(crops: np.ndarray, view: str | None = None, index: int = 0) -> CropViews:
+def crop_views(crops: np.ndarray, view: str | None = None, index: int = 0,
+               refs: list[int] | None = None) -> CropViews:
     """One channel view of every variant's crop (variant 0 = CORRECT), the differences, shared ranges.
 
     Args:
         crops (ndarray[V, C, PH, PW] | ndarray[V, PH, PW]): full crops, reduced here with ``view``; or
             maps already reduced (``view=None``).
+        refs (list[int] | None): the variant each one's difference is taken to (:func:`reference_indices`);
+            None: variant 0 for all.
 
     Example:
         >>> c = np.zeros((2, 3, 2, 2)); c[1] += 1.0
@@ -199,9 +237,40 @@ def crop_views(crops: np.ndarray, view: str | None = None, index: int = 0) -> Cr
         (0.0, 1.0, 1.0, [[1.0, 1.0], [1.0, 1.0]])
     """
     maps = np.asarray(crops, dtype=np.float32) if view is None else reduce_channels(crops, view, index)  # [V, PH, PW]
-    diffs = maps - maps[:1]
+    diffs = maps - (maps[:1] if refs is None else maps[np.asarray(refs, dtype=np.int64)])
     zmin, zmax = shared_range(list(maps))
     return CropViews(maps=maps, diffs=diffs, zmin=zmin, zmax=zmax, zabs=symmetric_range(list(diffs)))
+
+
+def channel_projection(features: Any, view: str, index: int = 0) -> tuple[Any, float]:
+    """The channel view as ``weights @ feature + bias``: (Tensor[C] float32, float), for crops that are not
+    linear in the channels (RoIPool's max), whose view must be taken of the full crop.
+
+    ``channel_map(features, view, index)`` equals ``einsum("c,nchw->nhw", weights, features) + bias`` (up to
+    rounding); an all-zero feature (off the map) projects to ``bias``.
+
+    Example:
+        >>> import torch
+        >>> w, b = channel_projection(torch.arange(8.0).view(1, 2, 2, 2), "mean")
+        >>> w.tolist(), b
+        ([0.5, 0.5], 0.0)
+    """
+    import torch
+
+    from roi_lab.ui.figures import first_component
+
+    x = features.detach().to("cpu", torch.float32)
+    c = x.shape[1]
+    if view == "mean":
+        return torch.full((c,), 1.0 / c), 0.0
+    if view == "index":
+        return torch.nn.functional.one_hot(torch.tensor(int(np.clip(index, 0, c - 1))), c).float(), 0.0
+    if view == "pca":
+        data = x[0].reshape(c, -1).T.double().numpy()  # [h*w, C]
+        mean = data.mean(0)
+        axis = first_component(data - mean[None])
+        return torch.from_numpy(axis.astype(np.float32)), float(-(mean @ axis))
+    raise ValueError(f"channel_projection expects view 'mean', 'index' or 'pca'; got {view!r}.")
 
 
 def channel_map(features: Any, view: str, index: int = 0) -> Any:

@@ -60,6 +60,7 @@ class CropSettings:
     output_size: int
     sampling_ratio: int
     aligned: bool
+    angle_degrees: float = 30.0  # the rotated variants turn every box by it, counter-clockwise
 
 
 def _ensure_option(key: str, options: Sequence, fallback) -> None:
@@ -165,13 +166,18 @@ def box_format_ui() -> tuple[str, str]:
 
 
 def crop_settings_ui(cols: Sequence = ()) -> CropSettings:
-    """Output size, sampling ratio and aligned: the settings of *your* call (the reference)."""
-    cols = list(cols) or st.columns(3)
+    """Output size, sampling ratio and aligned: the settings of *your* call (the reference); and the angle the
+    rotated variants turn the boxes by."""
+    cols = list(cols) or st.columns(4)
     output_size = cols[0].slider("Output size (PH = PW)", 2, 28, **bind(K.OUTPUT_SIZE))
     sampling_ratio = cols[1].slider("Sampling ratio (0 = adaptive)", 0, 4, **bind(K.SAMPLING_RATIO))
     aligned = cols[2].toggle("aligned=True", **bind(K.ALIGNED),
                              help="the half-pixel offset (torchvision's aligned=True); off: legacy aligned=False")
-    return CropSettings(int(output_size), int(sampling_ratio), bool(aligned))
+    angle = cols[3].slider("Box angle of the rotated panels (degrees, counter-clockwise)", -180, 180, step=5,
+                           **bind(K.BOX_ANGLE),
+                           help="the rotated panels turn every box by this angle, counter-clockwise about its "
+                           "centre (detectron2's convention); at 0 or 180 the angle mix-ups vanish")
+    return CropSettings(int(output_size), int(sampling_ratio), bool(aligned), float(angle))
 
 
 CHANNEL_LABELS = {"mean": "mean over C", "max": "max over C", "index": "one channel", "pca": "PCA (1st)"}

@@ -284,3 +284,81 @@ def test_a_template_set_on_a_built_figure_wins():
     fig = figures.feature_map_figure(np.zeros((2, 2), np.float32), np.zeros((0, 4)), np.zeros((0, 4)), focus=None)
     fig.update_layout(template={"layout": {"font": {"size": 9}}})
     assert fig.to_dict()["layout"]["template"] == {"layout": {"font": {"size": 9}}}
+
+
+def test_overview_puts_a_group_on_rows_of_its_own_and_frames_the_references():
+    """Issue 14: 17 variants. The 13 axis-aligned ones and the legend fill four rows of four; the rotated family
+    (from ``group_start``) starts a fifth row; both references are framed."""
+    v, ph = 17, 5
+    maps = np.arange(v * ph * ph, dtype=np.float32).reshape(v, ph, ph)
+    verdicts = [views.Verdict(f"k{i}", f"title {i}", 1.0, 0.0, 0.0, 0.0, "ok", "h", "w") for i in range(v)]
+    pictures = [np.zeros((figures.PICTURE_SIZE[1], figures.PICTURE_SIZE[0], 3), np.uint8)] * v
+    fig = figures.overview_figure(verdicts, pictures, maps, 0.0, 1.0, group_start=13, framed=(0, 13))
+    validated(fig)
+    assert fig.layout.height == 5 * figures.TILE[1]
+    z = np.asarray(fig.data[1].z, dtype=np.float64)
+    for i, (r, c) in [(0, (0, 0)), (12, (3, 0)), (13, (4, 0)), (16, (4, 3))]:
+        np.testing.assert_array_equal(z[r * (ph + 1): r * (ph + 1) + ph, c * (ph + 1): c * (ph + 1) + ph], maps[i])
+    assert np.isnan(z[3 * (ph + 1): 3 * (ph + 1) + ph, 1 * (ph + 1):]).all()  # row 4: tile 12, then the legend
+    colorbar_x = fig.data[1].colorbar.x * 4 * figures.TILE[0]
+    assert figures.TILE[0] < colorbar_x < 2 * figures.TILE[0]  # the legend's slot: row 4, column 2
+    frames = [s for s in fig.layout.shapes if s.type == "rect"]
+    assert sorted((s.x0, s.y0) for s in frames) == [(1, 1), (1, 4 * figures.TILE[1] + 1)]
+
+
+def test_verdicts_compare_the_rotated_family_with_the_rotated_reference():
+    import torch
+
+    from roi_lab.geometry import VariantKind, make_variants
+
+    vs = make_variants(torch.tensor([[64.0, 32.0, 192.0, 120.0]]), image_size=(256, 256), feature_size=(16, 16),
+                       stride=16, angle_degrees=40)
+    kinds = [v.kind for v in vs]
+    refs = views.reference_indices(vs)
+    r = kinds.index(VariantKind.ROTATED)
+    assert refs == [0] * r + [r] * 4
+    maps = np.random.default_rng(0).normal(size=(len(vs), 7, 7)).astype(np.float32)
+    maps[r + 1] = maps[r]  # radians-as-degrees crop equal to the rotated reference's
+    out = views.verdicts(vs, 0, maps)
+    assert out[r].level == "ref" and "rotated reference" in out[r].words
+    assert out[r + 1].crop_diff == 0.0 and "crop differs by 0%" in out[r + 1].words
+    assert out[r + 1].words.startswith("corners off by up to")
+    # the corners' distance: box 128 x 88 about (128, 76); 40 degrees vs 40 * pi / 180 degrees: by hand
+    half = np.array([[-64, -44], [64, -44], [64, 44], [-64, 44]], dtype=np.float64)
+
+    def turn(deg):
+        t = np.radians(deg)
+        return np.stack([half[:, 1] * np.sin(t) + half[:, 0] * np.cos(t),
+                         half[:, 1] * np.cos(t) - half[:, 0] * np.sin(t)], 1)
+
+    expected = np.linalg.norm(turn(40) - turn(np.radians(40)), axis=1).max()
+    assert out[r + 1].off_px == pytest.approx(expected, rel=1e-4)
+    cv = views.crop_views(maps, refs=refs)
+    np.testing.assert_array_equal(cv.diffs[r + 2], maps[r + 2] - maps[r])  # to the rotated reference
+    np.testing.assert_array_equal(cv.diffs[5], maps[5] - maps[0])  # to your settings
+
+
+@pytest.mark.parametrize("view", ["mean", "index", "pca"])
+def test_channel_projection_is_the_channel_map(view):
+    import torch
+
+    x = torch.randn(1, 6, 5, 7, generator=torch.Generator().manual_seed(2))
+    w, b = views.channel_projection(x, view, 4)
+    projected = torch.einsum("c,nchw->nhw", w, x) + b
+    torch.testing.assert_close(projected[:, None], views.channel_map(x, view, 4), atol=1e-5, rtol=1e-5)
+
+
+def test_thumb_draws_a_turned_region_as_a_polygon():
+    from roi_lab.ui import thumbs
+
+    image = np.full((100, 100, 3), 128, np.uint8)
+    diamond = np.array([[50.0, 20.0], [80.0, 50.0], [50.0, 80.0], [20.0, 50.0]])
+    pic, view = thumbs.render_thumb(image, (100, 100), np.array([20.0, 20, 80, 80]), np.array([20.0, 20, 80, 80]),
+                                    None, (100, 100), region_polygon=diamond, intended_polygon=diamond)
+    k = 100 / (view[2] - view[0])
+
+    def px(x, y):
+        return tuple(pic[int(round((y - view[1]) * k)), int(round((x - view[0]) * k))])
+
+    assert px(65, 35) == thumbs.REGION_RGB  # on the diamond's edge (the solid outline is drawn last)
+    assert px(22, 22) == (128, 128, 128)  # the bounding box's corner: no rectangle drawn

@@ -35,6 +35,7 @@ def coords(row) -> list[float]:
 SETTINGS = [
     (K.ALIGNED, False), (K.OUTPUT_SIZE, 5), (K.SAMPLING_RATIO, 0), (K.CHANNEL_VIEW, "pca"), (K.FOCUS_BOX, 3),
     (K.ALIGNED, True), (K.SHOW_DETAILS, True), (K.DETAIL_KIND, "aligned_mismatch"), (K.ALIGNED, False),
+    (K.BOX_ANGLE, 0), (K.DETAIL_KIND, "clockwise_flipped"), (K.BOX_ANGLE, -45),
 ]
 
 
@@ -68,11 +69,12 @@ def test_after_aligned_off_every_control_of_side_by_side_still_works():
     at.number_input(key=widget_key(K.CHANNEL_INDEX)).set_value(5).run()
     at.toggle(key=widget_key(K.SHOW_DETAILS)).set_value(True).run()
     at.selectbox(key=widget_key(K.DETAIL_KIND)).set_value("aligned_mismatch").run()
+    at.slider(key=widget_key(K.BOX_ANGLE)).set_value(-45).run()
     at.toggle(key=widget_key(K.ALIGNED)).set_value(True).run()
     no_exception(at)
     meta = figure(at, "overview")["layout"]["meta"]
     assert meta == {"boxes": 8, "focus": 2, "view": "index", "index": 5, "output_size": 9, "sampling_ratio": 1,
-                    "aligned": True}
+                    "aligned": True, "angle": -45.0}
 
 
 # ----------------------------------------------------------------------------- 2. a green "ok" on a broken input
@@ -173,12 +175,14 @@ def test_the_pictures_hold_the_whole_image_and_the_whole_region_with_the_off_ima
 # ----------------------------------------------------------------------------- 6. page length and speed
 def test_side_by_side_is_one_overview_figure_not_55_charts():
     """Before: 11 panels x 5 Plotly charts = 55 charts and ~6,300 px of scrolling. Now: the image to drag on and
-    ONE overview figure of 600 px for all 11 variants (details on demand add one more figure)."""
+    ONE overview figure for all 17 variants (details on demand add one more figure): 1,000 px, five rows of
+    200 px tiles at their design size, 4 rows for the 13 axis-aligned variants and the legend (issue 10's 600 px
+    held 11), the rotated family on a fifth row of its own."""
     at = make_app("side")
     no_exception(at)
     assert len(plotly_charts(at)) == 2
     fig = figure(at, "overview")
-    assert fig["layout"]["height"] <= 620 and len(fig["data"]) == 3
+    assert fig["layout"]["height"] == 5 * 200 and len(fig["data"]) == 3
     at.toggle(key=widget_key(K.SHOW_DETAILS)).set_value(True).run()
     assert len(plotly_charts(at)) == 3
 

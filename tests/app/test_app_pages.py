@@ -354,6 +354,70 @@ def test_details_on_demand_show_one_variant_with_its_fix():
     assert any("spatial_scale=1.0" in c for c in codes) and any("spatial_scale=1/16" in c for c in codes)
 
 
+def test_box_angle_turns_the_rotated_panels_and_nothing_else():
+    """The angle control (issue 14): the rotated family turns every box by it; the axis-aligned variants and the
+    layout stay as they are. At 0 the angle mix-ups coincide with the rotated reference, and say so."""
+    at = make_app("side")
+    assert at.slider(key=widget_key(K.BOX_ANGLE)).value == 30  # the default: the mix-ups are visible
+    before = overview_text(at).split(" | ")
+    at.slider(key=widget_key(K.BOX_ANGLE)).set_value(0).run()
+    no_exception(at)
+    assert at.session_state[K.BOX_ANGLE] == 0
+    fig = figure(at, "overview")
+    assert fig["layout"]["meta"]["angle"] == 0.0 and fig["layout"]["height"] == 5 * 200
+    tiles = overview_text(at).split(" | ")
+    assert len(tiles) == len(before)  # the same tiles, titles and layout
+    n_fixed = [k for k in VariantKind].index(VariantKind.ROTATED)
+    assert tiles[: 2 * n_fixed] == before[: 2 * n_fixed]  # the axis-aligned variants do not change
+    for kind in (VariantKind.RADIANS_AS_DEGREES, VariantKind.DEGREES_AS_RADIANS, VariantKind.CLOCKWISE_FLIPPED):
+        verdict = tiles[tiles.index(f"<b>{VARIANT_TITLES[kind]}</b>") + 1]
+        assert "same as the rotated reference for this box" in verdict, kind
+        was = before[before.index(f"<b>{VARIANT_TITLES[kind]}</b>") + 1]
+        assert "corners off by up to" in was and "same as" not in was, kind
+
+
+def test_rotated_details_draw_the_turned_box_and_compare_with_the_rotated_reference():
+    at = make_app("side")
+    at.toggle(key=widget_key(K.SHOW_DETAILS)).set_value(True).run()
+    at.selectbox(key=widget_key(K.DETAIL_KIND)).set_value("clockwise_flipped").run()
+    no_exception(at)
+    fig = figure(at, "details")
+    assert fig["layout"]["meta"]["kind"] == "clockwise_flipped"
+    assert [a["text"] for a in fig["layout"]["annotations"]][-1] == "minus the rotated reference's crop"
+    paths = [sh for sh in fig["layout"]["shapes"] if sh["type"] == "path"]
+    assert len(paths) == 4  # the turned box meant and the turned region, on the map and on the image
+    codes = [c.value for c in at.code]
+    assert any("clockwise=True" in c for c in codes) and any("clockwise" not in c.split("#")[0] for c in codes)
+    assert any("turn 30 degrees clockwise instead of counter-clockwise" in t.value for t in at.text)
+    at.selectbox(key=widget_key(K.DETAIL_KIND)).set_value("roi_pool").run()
+    no_exception(at)
+    fig = figure(at, "details")
+    assert not [sh for sh in fig["layout"]["shapes"] if sh["type"] == "path"]
+    assert [a["text"] for a in fig["layout"]["annotations"]][-1] == "minus your settings' crop"
+    assert any("roi_pool(features, [boxes]" in c.value for c in at.code)
+
+
+def test_roi_pool_tile_shows_the_channel_view_of_its_max_pooled_crop():
+    """RoIPool is a max per bin: the mean view of its tile is the mean over channels of torchvision's roi_pool,
+    not roi_pool of the mean map (the shortcut the linear variants take)."""
+    at = make_app("side")
+    from roi_lab.ui import loaders
+
+    ss = at.session_state
+    working = loaders.working_image(ss[K.IMAGE_HASH], ss[K.MAX_SIDE], ss[K.IMAGE_BYTES])
+    result = loaders.features(ss[K.IMAGE_HASH], ss[K.MAX_SIDE], "resnet18", "none", "cpu", "C4", working.image)
+    boxes, _, _ = boxtable.usable_boxes(ss[K.BOXES], working.original_size)
+    boxes_model = torch.tensor(boxes[:1] * SCALE, dtype=torch.float32)
+    pooled = torchvision.ops.roi_pool(result.features, [boxes_model], 7, 1 / 16)  # [1, C, 7, 7]
+    i = list(VariantKind).index(VariantKind.ROI_POOL)  # tile 12: row 2, column 3 of the first group
+    r, c = divmod(i, 4)
+    (heatmap,) = [t for t in figure(at, "overview")["data"] if t["type"] == "heatmap"]
+    tile = array(heatmap["z"])[r * 8: r * 8 + 7, c * 8: c * 8 + 7]
+    np.testing.assert_allclose(tile, pooled.mean(1)[0].numpy(), atol=1e-4)
+    shortcut = torchvision.ops.roi_pool(result.features.mean(1, keepdim=True), [boxes_model], 7, 1 / 16)[0, 0]
+    assert np.abs(shortcut.numpy() - tile).max() > 1e-2  # the shortcut would show something else
+
+
 def test_side_by_side_keeps_going_with_a_box_outside_the_image():
     at = make_app("boxes")
     rows = [dict(r) for r in at.session_state[K.BOXES]]

@@ -339,6 +339,10 @@ def test_every_control_on_every_page_without_a_traceback(files):
         step("output size -1", lambda: slider_step(page, "Output size", "ArrowLeft"))
         step("sampling ratio +1", lambda: slider_step(page, "Sampling ratio"))
         step("sampling ratio -1", lambda: slider_step(page, "Sampling ratio", "ArrowLeft"))
+        step("box angle +5", lambda: slider_step(page, "Box angle"))
+        wait_meta(page, "m.angle === 35")
+        step("box angle -5", lambda: slider_step(page, "Box angle", "ArrowLeft"))
+        wait_meta(page, "m.angle === 30")
         for label in ("max over C", "one channel", "PCA (1st)", "mean over C"):
             step(f"channel view {label}", lambda label=label: page.get_by_text(label, exact=True).click())
             if label == "one channel":
@@ -346,9 +350,11 @@ def test_every_control_on_every_page_without_a_traceback(files):
                     page.locator("[data-testid=stNumberInput]", has_text="Channel").locator("input").fill("7"),
                     page.keyboard.press("Enter")))
         step("details on", lambda: toggle(page, "Details of one variant"))
-        for title in ("Your settings", "aligned flipped", "TF crop_and_resize, (size - 1)",
-                      "Pixel boxes as normalized (TF)"):
+        for title in ("Your settings", "aligned flipped", "RoIPool (quantized)", "Other framework's defaults",
+                      "Clockwise flipped", "TF crop_and_resize, (size - 1)", "Pixel boxes as normalized (TF)"):
             step(f"details: {title}", lambda title=title: select(page, "Details for", title))
+            if title == "Clockwise flipped":
+                page.get_by_text(re.compile(r"clockwise=True\)\(features, rois\)")).first.wait_for()
         page.get_by_text(re.compile(r"^boxes_norm = \(boxes_yxyx / 16 - 0\.5\)")).first.wait_for()
         step("details off", lambda: toggle(page, "Details of one variant"))
         step("download the crops", lambda: download(page, re.compile(r"^Download the crops of the box shown")))
