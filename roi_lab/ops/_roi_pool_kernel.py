@@ -87,7 +87,10 @@ def roi_pool_forward(
     hs, he, ws, we = bin_bounds(boxes, spatial_scale, pooled, h, w)  # [K, PH] x2, [K, PW] x2
     win_h = (he - hs).clamp(min=0).amax(1)  # [K] the box's tallest bin
     win_w = (we - ws).clamp(min=0).amax(1)  # [K]
-    hwc = input.permute(0, 2, 3, 1)  # [N, H, W, C]: a gathered cell is one C-vector
+    if input.is_contiguous():  # NCHW: every box's window cells gathered along each channel's plane
+        source = ("planes", input.view(n, c, h * w))
+    else:  # [N*H*W, C]: a gathered cell is one contiguous C-vector (a channels_last map as it is)
+        source = ("cells", input.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).reshape(-1, c))
     # buckets: boxes whose windows round up to the same powers of two share one gather shape
     key = _next_pow2(win_h) * (1 << 20) + _next_pow2(win_w)  # [K]
     for value in torch.unique(key).tolist():
@@ -98,7 +101,8 @@ def roi_pool_forward(
         per_box = max(c * ph_n * pw_n * bh * bw, 1)
         step = max(1, _CHUNK_ELEMENTS // per_box)
         for chunk in torch.split(ids, step):
-            _pool_chunk(hwc, batch[chunk], hs[chunk], he[chunk], ws[chunk], we[chunk], bh, bw, w, out, arg, chunk)
+            bounds = (hs[chunk], he[chunk], ws[chunk], we[chunk])
+            _pool_chunk(source, (h, w), batch[chunk], *bounds, bh, bw, out, arg, chunk)
     return out, arg
 
 
@@ -107,25 +111,54 @@ def _next_pow2(x: Tensor) -> Tensor:
     return torch.where(x <= 1, torch.ones_like(x), 2 ** torch.ceil(torch.log2(x.clamp(min=1).double())).long())
 
 
-def _pool_chunk(hwc, b, hs, he, ws, we, bh, bw, width, out, arg, ids) -> None:
-    """Pool boxes ``ids`` (their bins at most ``bh x bw`` cells) into ``out`` / ``arg`` in place."""
-    height = hwc.shape[1]
+def _window_max(source, b: Tensor, index: Tensor, plane: int) -> tuple[Tensor, Tensor]:
+    """The max over each bin's window and its first position: Tensor[k, C, PH, PW] each.
+
+    Args:
+        source: ``("planes", Tensor[N, C, H*W])`` (an NCHW map: one ``index_select`` per image along its
+            channels' planes, a loop over the chunk's images, not its boxes) or ``("cells",
+            Tensor[N*H*W, C])`` (one gather of contiguous C-vectors).
+        b (Tensor[k]): each box's image. index (Tensor[k, PH, PW, BH*BW]): flat ``h * W + w`` of every
+            window cell in row-major order. plane: H * W.
+    """
+    kind, values = source
+    k, ph_n, pw_n, cells = index.shape
+    if kind == "cells":
+        vals = values.index_select(0, (b[:, None, None, None] * plane + index).reshape(-1))
+        vals = vals.view(k, ph_n, pw_n, cells, -1)  # [k, PH, PW, BH*BW, C]
+        dim, order = 3, (0, 3, 1, 2)
+    else:
+        vals = values.new_empty((values.shape[1], k, ph_n, pw_n, cells))  # [C, k, PH, PW, BH*BW]
+        for image in torch.unique(b).tolist():  # the images of the chunk (a few), not its boxes
+            sel = (b == image).nonzero().flatten()
+            picked = values[image].index_select(1, index.index_select(0, sel).reshape(-1))  # [C, k_i * ...]
+            vals[:, sel] = picked.view(-1, len(sel), ph_n, pw_n, cells)
+        dim, order = 4, (1, 0, 2, 3)
+    nan = torch.isnan(vals)
+    if bool(nan.any()):  # NaN is never '>' the running max
+        vals = vals.masked_fill(nan, float("-inf"))
+    best, where = vals.max(dim)  # the first maximum in row-major order
+    return best.permute(*order), where.permute(*order)
+
+
+def _pool_chunk(source, size, b, hs, he, ws, we, bh, bw, out, arg, ids) -> None:
+    """Pool boxes ``ids`` (their bins at most ``bh x bw`` cells) into ``out`` / ``arg`` in place.
+
+    Window positions past a bin's end read the bin's first cell of that row or column again: a repeat of
+    a cell that came earlier in row-major order changes neither the max nor its first position, so no
+    mask is needed.
+    """
+    height, width = size
     k, ph_n = hs.shape
     pw_n = ws.shape[1]
     dy = torch.arange(bh, device=hs.device)
     dx = torch.arange(bw, device=hs.device)
     rows = hs[:, :, None] + dy  # [k, PH, BH]
     cols = ws[:, :, None] + dx  # [k, PW, BW]
-    row_ok = rows < he[:, :, None]  # [k, PH, BH]
-    col_ok = cols < we[:, :, None]  # [k, PW, BW]
-    rows_c, cols_c = rows.clamp(max=height - 1), cols.clamp(max=width - 1)  # masked below where past the bin
-    vals = hwc[b[:, None, None, None, None], rows_c[:, :, :, None, None], cols_c[:, None, None, :, :]]
-    # [k, PH, BH, PW, BW, C]
-    ok = row_ok[:, :, :, None, None] & col_ok[:, None, None, :, :]  # [k, PH, BH, PW, BW]
-    ok = ok[..., None] & ~torch.isnan(vals)  # NaN is never '>' the running max
-    vals = vals.masked_fill(~ok, float("-inf"))
-    vals = vals.permute(0, 5, 1, 3, 2, 4).reshape(k, -1, ph_n, pw_n, bh * bw)  # [k, C, PH, PW, BH*BW]
-    best, where = vals.max(-1)  # [k, C, PH, PW]: the first maximum in row-major order
+    rows = torch.where(rows < he[:, :, None], rows, hs[:, :, None]).clamp(max=height - 1)  # empty bins: any cell
+    cols = torch.where(cols < we[:, :, None], cols, ws[:, :, None]).clamp(max=width - 1)
+    index = rows[:, :, None, :, None] * width + cols[:, None, :, None, :]  # [k, PH, PW, BH, BW]
+    best, where = _window_max(source, b, index.view(k, ph_n, pw_n, bh * bw), height * width)  # [k, C, PH, PW]
     picked = best > -_FLT_MAX  # torchvision's running max starts at -FLT_MAX and compares with '>'
     empty = ((he <= hs)[:, :, None] | (we <= ws)[:, None, :])[:, None]  # [k, 1, PH, PW]
     # -FLT_MAX, which half precision cannot hold: there it is -inf, as in torchvision's CUDA half kernel
@@ -134,8 +167,7 @@ def _pool_chunk(hwc, b, hs, he, ws, we, bh, bw, width, out, arg, ids) -> None:
     value = torch.where(empty, torch.zeros_like(value), value)
     h_idx = hs[:, None, :, None] + where // bw  # [k, C, PH, PW]: the window starts at the bin's first cell
     w_idx = ws[:, None, None, :] + where % bw  # [k, C, PH, PW]
-    flat = h_idx * width + w_idx
-    flat = torch.where(picked & ~empty, flat, torch.full_like(flat, -1))
+    flat = torch.where(picked & ~empty, h_idx * width + w_idx, torch.full_like(where, -1))
     out[ids] = value.to(out.dtype)
     arg[ids] = flat
 

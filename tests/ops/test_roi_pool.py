@@ -157,3 +157,20 @@ def test_cuda_matches_cpu():
     out = roi_pool(x.cuda(), rois.cuda(), pooled, scale)
     assert torch.equal(out.cpu(), ref)
     assert torch.equal(out.cpu(), torchvision.ops.roi_pool(x.cuda(), rois.cuda(), pooled, scale).cpu())
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_nan_in_the_map_is_never_the_max_like_torchvision(layout):
+    """torchvision compares each cell with '>' against a running max from -FLT_MAX: a NaN cell is never
+    picked, a bin of NaN only gives -FLT_MAX. Both gather paths (NCHW planes, channels-last cells)."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 3, 9, 11, generator=gen)
+    x[0, :, 2:5, 3:6] = float("nan")
+    x[1, 1, :, :4] = float("nan")
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    rois = torch.tensor([[0.0, 3, 2, 5, 4], [0, 1, 1, 8, 7], [1, 0, 0, 10, 8], [1, 0, 0, 3, 3]])
+    out = roi_pool(x, rois, (2, 3), 1.0)
+    expected = torchvision.ops.roi_pool(x, rois, (2, 3), 1.0)
+    assert not out.isnan().any() and (out == -torch.finfo(torch.float32).max).any()  # a bin of NaN only
+    assert torch.equal(out, expected)
