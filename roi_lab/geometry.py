@@ -383,12 +383,10 @@ def roi_pool_cells(boxes: Tensor, spatial_scale: float) -> tuple[Tensor, Tensor,
     region = torch.cat([start - 0.5, start + size - 0.5], 1)  # [K, 4]
     counts = (size[:, 0] * size[:, 1]).long()  # [K]
     p_max = int(counts.max()) if len(q) else 0
-    cells = torch.full((len(q), p_max, 2), float("nan"), dtype=torch.float64)
-    for i in range(len(q)):  # boxes cover different numbers of cells: one small grid each
-        rw, rh = int(size[i, 0]), int(size[i, 1])
-        yy, xx = torch.meshgrid(torch.arange(rh, dtype=torch.float64), torch.arange(rw, dtype=torch.float64),
-                                indexing="ij")  # [roi_h, roi_w]
-        cells[i, : rw * rh] = torch.stack([xx + start[i, 0], yy + start[i, 1]], -1).reshape(-1, 2)
+    j = torch.arange(p_max, dtype=torch.float64)[None]  # [1, P]: cell j of a box, row-major over its roi_w
+    xx, yy = torch.remainder(j, size[:, :1]) + start[:, :1], torch.floor(j / size[:, :1]) + start[:, 1:]  # [K, P]
+    cells = torch.stack([xx, yy], -1)  # [K, P, 2]
+    cells[j.expand(len(q), -1) >= counts[:, None]] = float("nan")  # boxes cover different numbers of cells
     return region, cells, counts
 
 
