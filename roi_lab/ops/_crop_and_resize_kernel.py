@@ -31,12 +31,9 @@ _FORWARD_CHUNK_ELEMENTS = 1 << 17
 
 def pixel_rows(image: Tensor) -> Tensor:
     """One row of C values per pixel, Tensor[N*H*W, C]: a view for a channels_last image, else one copy of
-    the map (never one per box). Gathering whole rows with index_select runs at memcpy speed.
-
-    The copy is PyTorch's channels_last conversion, ~3x faster here than ``permute(0, 2, 3, 1).contiguous()``
-    (which makes the same layout) on the benchmark's 2 x 256 x 100 x 152 map."""
+    the map (never one per box). Gathering whole rows with index_select runs at memcpy speed."""
     n, c, h, w = image.shape
-    return image.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).reshape(n * h * w, c)
+    return image.permute(0, 2, 3, 1).reshape(n * h * w, c)
 
 
 def _sample_positions(lo: Tensor, hi: Tensor, size: int, crop: int) -> Tensor:

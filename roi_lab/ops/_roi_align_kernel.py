@@ -581,12 +581,9 @@ def _map_blocks(input: Tensor, plan: _Plan):
     n, c, h, w = input.shape
     cb = plan.block
     for c0 in range(0, c, cb):
-        block = input[:, c0 : c0 + cb]  # [N, Cb, H, W], a view
-        if block.dtype == plan.compute:  # one copy, or none: PyTorch's channels_last conversion (~2-3x faster
-            rows = block.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1)  # than a permuted copy)
-        else:  # half precision: the conversion to float32 and the permute in one copy
-            rows = block.permute(0, 2, 3, 1).to(plan.compute, memory_format=torch.contiguous_format)
-        yield slice(c0, c0 + rows.shape[3]), rows.reshape(n * h * w, rows.shape[3]).contiguous()  # [N*H*W, Cb]
+        block = input[:, c0 : c0 + cb].permute(0, 2, 3, 1)  # [N, H, W, Cb], a view
+        block = block.to(plan.compute, memory_format=torch.contiguous_format).contiguous()  # one copy, or none
+        yield slice(c0, c0 + block.shape[3]), block.view(n * h * w, block.shape[3])
 
 
 def _forward(input: Tensor, plan: _Plan) -> Tensor:

@@ -90,7 +90,7 @@ def roi_pool_forward(
     if input.is_contiguous():  # NCHW: every box's window cells gathered along each channel's plane
         source = ("planes", input.view(n, c, h * w))
     else:  # [N*H*W, C]: a gathered cell is one contiguous C-vector (a channels_last map as it is)
-        source = ("cells", input.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).reshape(-1, c))
+        source = ("cells", input.permute(0, 2, 3, 1).reshape(-1, c))
     # buckets: boxes whose windows round up to the same powers of two share one gather shape
     key = _next_pow2(win_h) * (1 << 20) + _next_pow2(win_w)  # [K]
     for value in torch.unique(key).tolist():
