@@ -156,7 +156,7 @@ def _bilinear_forward(
     ``upper + (lower - upper) * y_lerp`` with ``upper = top_left + (top_right - top_left) * x_lerp``
     (and ``lower`` likewise), the same rounded float32 operations as TensorFlow's kernel: the same bits.
     (TensorFlow does the seven operations per output in one pass; eager PyTorch needs one pass per op,
-    which is what keeps this ~2-3x TensorFlow's time.)
+    which is what keeps this at 1.5-4x TensorFlow's time.)
 
     Returns:
         Tensor[K, C, CH, CW] in ``image.dtype``, laid out like ``image`` (see :func:`output_format`).
