@@ -80,14 +80,7 @@ def _kernel(
         Tensor[K, C, crop_h, crop_w] in image.dtype (a permuted view of a [K, crop_h, crop_w, C] tensor).
     """
     batch, channels, height, width = image.shape
-    pixels = pixel_rows(image)  # [N*H*W, C]
-    compute_dtype = torch.float64 if image.dtype == torch.float64 else torch.float32
-    # TF computes every position in float32; so do we, in the same order, to land on the same side of
-    # each border and each .5 as TF does.
-    pos_y = _sample_positions(boxes_norm[:, 0], boxes_norm[:, 2], height, crop_h)  # [K, CH]
-    pos_x = _sample_positions(boxes_norm[:, 1], boxes_norm[:, 3], width, crop_w)  # [K, CW]
-    valid_y = (pos_y >= 0) & (pos_y <= height - 1)  # [K, CH]
-    valid_x = (pos_x >= 0) & (pos_x <= width - 1)  # [K, CW]
+    pixels, compute_dtype, (pos_y, valid_y), (pos_x, valid_x) = _sampling(image, boxes_norm, crop_h, crop_w)
     first_pixel = box_indices * (height * width)  # [K] row of pixel (b, 0, 0)
 
     def gather(sl: slice, y: Tensor, x: Tensor) -> Tensor:
@@ -100,31 +93,58 @@ def _kernel(
     # smaller chunks would cost more in backward than they save; peak memory stays a few maps' worth.
     # A box whose crop alone exceeds the chunk gets a chunk of its own, cut into row blocks.
     budget = _FORWARD_CHUNK_ELEMENTS if in_place else max(_CHUNK_ELEMENTS, image.numel())
-    per_row = max(crop_w * channels, 1)
+    crops_nhwc = image.new_empty((num_boxes, crop_h, crop_w, channels))  # [K, CH, CW, C]
+    for sl, rs in _chunks(num_boxes, crop_h, crop_w * channels, budget):
+        py, px = pos_y[sl, rs], pos_x[sl]  # [k, ch], [k, CW]
+        if method == "nearest":
+            out = gather(sl, _round_half_away(py, height), _round_half_away(px, width))  # [k, ch, CW, C]
+        else:
+            top, bottom, y_lerp = _floor_ceil_lerp(py, height)  # [k, ch] each
+            left, right, x_lerp = _floor_ceil_lerp(px, width)  # [k, CW] each
+            x_lerp = x_lerp[:, None, :, None].to(compute_dtype)  # [k, 1, CW, 1]
+            y_lerp = y_lerp[:, :, None, None].to(compute_dtype)  # [k, ch, 1, 1]
+            top_left, top_right = gather(sl, top, left), gather(sl, top, right)  # [k, ch, CW, C] each
+            bottom_left, bottom_right = gather(sl, bottom, left), gather(sl, bottom, right)  # [k, ch, CW, C] each
+            # TF's exact expression: lerp along x on the top and bottom rows, then along y.
+            upper = _tf_lerp(top_left, top_right, x_lerp, in_place)  # [k, ch, CW, C]
+            lower = _tf_lerp(bottom_left, bottom_right, x_lerp, in_place)  # [k, ch, CW, C]
+            out = _tf_lerp(upper, lower, y_lerp, in_place)  # [k, ch, CW, C]
+        crops_nhwc[sl, rs] = out.masked_fill_(_outside(valid_y, valid_x, sl, rs), extrapolation_value)  # to dtype
+    return crops_nhwc.permute(0, 3, 1, 2)  # [K, C, CH, CW]
+
+
+def _sampling(image: Tensor, boxes_norm: Tensor, crop_h: int, crop_w: int):
+    """What both passes start from: (the map as pixel rows Tensor[N*H*W, C], the compute dtype, (pos_y
+    Tensor[K, CH], valid_y), (pos_x Tensor[K, CW], valid_x)): every sample's coordinate and whether it is
+    inside the image.
+
+    TF computes every position in float32; so do we, in the same order, to land on the same side of each
+    border and each .5 as TF does.
+    """
+    height, width = image.shape[2:]
+    compute_dtype = torch.float64 if image.dtype == torch.float64 else torch.float32
+    pos_y = _sample_positions(boxes_norm[:, 0], boxes_norm[:, 2], height, crop_h)  # [K, CH]
+    pos_x = _sample_positions(boxes_norm[:, 1], boxes_norm[:, 3], width, crop_w)  # [K, CW]
+    valid_y = (pos_y >= 0) & (pos_y <= height - 1)  # [K, CH]
+    valid_x = (pos_x >= 0) & (pos_x <= width - 1)  # [K, CW]
+    return pixel_rows(image), compute_dtype, (pos_y, valid_y), (pos_x, valid_x)
+
+
+def _chunks(num_boxes: int, crop_h: int, per_row: int, budget: int):
+    """(box slice, crop-row slice) of every chunk: as many boxes as ``budget`` elements hold at
+    ``per_row`` elements per crop row, and a box whose crop alone exceeds it cut into row blocks."""
+    per_row = max(per_row, 1)
     chunk = max(1, budget // (crop_h * per_row))
     rows = crop_h if chunk > 1 else max(1, budget // per_row)
-    crops_nhwc = image.new_empty((num_boxes, crop_h, crop_w, channels))  # [K, CH, CW, C]
     for start in range(0, num_boxes, chunk):
-        sl = slice(start, start + chunk)
         for r0 in range(0, crop_h, rows):
-            rs = slice(r0, r0 + rows)
-            py, px = pos_y[sl, rs], pos_x[sl]  # [k, ch], [k, CW]
-            if method == "nearest":
-                out = gather(sl, _round_half_away(py, height), _round_half_away(px, width))  # [k, ch, CW, C]
-            else:
-                top, bottom, y_lerp = _floor_ceil_lerp(py, height)  # [k, ch] each
-                left, right, x_lerp = _floor_ceil_lerp(px, width)  # [k, CW] each
-                x_lerp = x_lerp[:, None, :, None].to(compute_dtype)  # [k, 1, CW, 1]
-                y_lerp = y_lerp[:, :, None, None].to(compute_dtype)  # [k, ch, 1, 1]
-                top_left, top_right = gather(sl, top, left), gather(sl, top, right)  # [k, ch, CW, C] each
-                bottom_left, bottom_right = gather(sl, bottom, left), gather(sl, bottom, right)  # [k, ch, CW, C] each
-                # TF's exact expression: lerp along x on the top and bottom rows, then along y.
-                upper = _tf_lerp(top_left, top_right, x_lerp, in_place)  # [k, ch, CW, C]
-                lower = _tf_lerp(bottom_left, bottom_right, x_lerp, in_place)  # [k, ch, CW, C]
-                out = _tf_lerp(upper, lower, y_lerp, in_place)  # [k, ch, CW, C]
-            valid = (valid_y[sl, rs, None] & valid_x[sl, None, :])[..., None]  # [k, ch, CW, 1]
-            crops_nhwc[sl, rs] = out.masked_fill_(~valid, extrapolation_value)  # cast to image.dtype
-    return crops_nhwc.permute(0, 3, 1, 2)  # [K, C, CH, CW]
+            yield slice(start, start + chunk), slice(r0, r0 + rows)
+
+
+def _outside(valid_y: Tensor, valid_x: Tensor, sl: slice, rs: slice) -> Tensor:
+    """The samples of a chunk outside the image, Tensor[k, ch, CW, 1] bool (they take the extrapolation
+    value)."""
+    return ~(valid_y[sl, rs, None] & valid_x[sl, None, :])[..., None]
 
 
 def crop_and_resize_forward(
@@ -163,12 +183,7 @@ def _bilinear_forward(
     """
     batch, channels, height, width = image.shape
     num_boxes = boxes_norm.shape[0]
-    pixels = pixel_rows(image)  # [N*H*W, C]
-    compute_dtype = torch.float64 if image.dtype == torch.float64 else torch.float32
-    pos_y = _sample_positions(boxes_norm[:, 0], boxes_norm[:, 2], height, crop_h)  # [K, CH]
-    pos_x = _sample_positions(boxes_norm[:, 1], boxes_norm[:, 3], width, crop_w)  # [K, CW]
-    valid_y = (pos_y >= 0) & (pos_y <= height - 1)  # [K, CH]
-    valid_x = (pos_x >= 0) & (pos_x <= width - 1)  # [K, CW]
+    pixels, compute_dtype, (pos_y, valid_y), (pos_x, valid_x) = _sampling(image, boxes_norm, crop_h, crop_w)
     # one host sync per call: whether any sample is outside the image (then each chunk is masked)
     masked = num_boxes > 0 and not bool(valid_y.all() & valid_x.all())
     top, bottom, y_lerp = _floor_ceil_lerp(pos_y, height)  # [K, CH] each
@@ -180,30 +195,20 @@ def _bilinear_forward(
     # write of every chunk into NCHW crops measured slower than that one copy)
     out_nhwc = image.new_empty((num_boxes, crop_h, crop_w, channels))
     direct = compute_dtype == image.dtype  # the last add can write the crops itself
-    per_row = max(4 * crop_w * channels, 1)  # the four corners of one crop row
-    budget = 4 * _FORWARD_CHUNK_ELEMENTS  # as _kernel: four corner tensors of _FORWARD_CHUNK_ELEMENTS
-    chunk = max(1, budget // (crop_h * per_row))
-    rows = crop_h if chunk > 1 else max(1, budget // per_row)
-    for start in range(0, num_boxes, chunk):
-        sl = slice(start, start + chunk)
-        for r0 in range(0, crop_h, rows):
-            rs = slice(r0, r0 + rows)
-            index = row[sl, rs, :, None, None] + column[sl, None, None]  # [k, ch, 2, CW, 2]
-            corners = pixels.index_select(0, index.reshape(-1)).view(*index.shape[:4], 2, channels)
-            corners = corners.to(compute_dtype)  # [k, ch, 2, CW, 2, C]; a no-op for float32 / float64
-            lo, hi = corners[:, :, :, :, 0], corners[:, :, :, :, 1]  # [k, ch, 2, CW, C] views: left, right
-            lerped = hi.sub_(lo).mul_(x_lerp[sl, None, None, :, None]).add_(lo)  # top and bottom rows: x lerp
-            upper, lower = lerped[:, :, 0], lerped[:, :, 1]  # [k, ch, CW, C] each
-            diff = lower.sub_(upper).mul_(y_lerp[sl, rs, None, None])
-            target = out_nhwc[sl, rs]  # [k, ch, CW, C], a view of the output
-            if direct:
-                torch.add(diff, upper, out=target)
-                if masked:
-                    target.masked_fill_(~(valid_y[sl, rs, None] & valid_x[sl, None, :])[..., None], extrapolation_value)
-                continue
-            crop = diff.add_(upper)
-            if masked:
-                crop.masked_fill_(~(valid_y[sl, rs, None] & valid_x[sl, None, :])[..., None], extrapolation_value)
+    # the four corner tensors of _kernel's forward chunks, as one
+    for sl, rs in _chunks(num_boxes, crop_h, 4 * crop_w * channels, 4 * _FORWARD_CHUNK_ELEMENTS):
+        index = row[sl, rs, :, None, None] + column[sl, None, None]  # [k, ch, 2, CW, 2]
+        corners = pixels.index_select(0, index.reshape(-1)).view(*index.shape[:4], 2, channels)
+        corners = corners.to(compute_dtype)  # [k, ch, 2, CW, 2, C]; a no-op for float32 / float64
+        lo, hi = corners[:, :, :, :, 0], corners[:, :, :, :, 1]  # [k, ch, 2, CW, C] views: left, right
+        lerped = hi.sub_(lo).mul_(x_lerp[sl, None, None, :, None]).add_(lo)  # top and bottom rows: x lerp
+        upper, lower = lerped[:, :, 0], lerped[:, :, 1]  # [k, ch, CW, C] each
+        diff = lower.sub_(upper).mul_(y_lerp[sl, rs, None, None])
+        target = out_nhwc[sl, rs]  # [k, ch, CW, C], a view of the output
+        crop = torch.add(diff, upper, out=target) if direct else diff.add_(upper)
+        if masked:
+            crop.masked_fill_(_outside(valid_y, valid_x, sl, rs), extrapolation_value)
+        if not direct:
             target.copy_(crop)  # cast to image.dtype, as _kernel
     return out_nhwc.permute(0, 3, 1, 2).contiguous(memory_format=output_format(image))
 

@@ -319,7 +319,7 @@ class _Chunk:
     def __init__(self, plan: _Plan, k0: int, k1: int, units) -> None:
         n, c, h, w = plan.shape
         ops = plan.ops
-        (yi, yw, yv), (xi, xw, xv), columns, taps_mode, lo, s_tap = units
+        (yi, yw, yv), (xi, _, _), columns, taps_mode, lo, _ = units  # x weights and taps: stage 2 (_stage2)
         k, uy, ty = yi.shape
         ux, tx = xi.shape[1:]
         t = ux * tx  # x taps per box
@@ -358,21 +358,15 @@ class _Chunk:
         pixel, weight, offsets = _bags(
             pixel, ops.take(yw.reshape(-1, ty), unit), ops.take(yv.reshape(-1, ty), unit), ops
         )  # [E1], [E1], [R + 1]
-        # stage 2: output (box, y unit, x unit) -> its x taps' stage-1 rows of that y unit
-        base = local_start[:, None] + ops.arange(uy) * columns[:, None]  # [k, Uy]
-        row = base[:, :, None] + s_tap[:, None, :]  # [k, Uy, Ux * Tx]
-        row, row_weight, row_offsets = _bags(
-            row.reshape(-1, tx), ops.broadcast(xw.reshape(k, 1, t), (k, uy, t)).reshape(-1, tx),
-            ops.broadcast(xv.reshape(k, 1, t), (k, uy, t)).reshape(-1, tx), ops,
-        )  # [E2], [E2], [k * Uy * Ux + 1]
+        base = local_start[:, None] + ops.arange(uy) * columns[:, None]  # [k, Uy] first row of (box, unit)
+        row, row_weight, row_offsets = self._stage2(ops, base, units)  # [E2], [E2], [k * Uy * Ux + 1]
         self._kr, self._s = kr, s
         # per sub-chunk: views of the entries, offsets rebased to them (one host sync for all bounds)
         out_bounds = bounds * (uy * ux)
         limits = ops.tolist(
             ops.stack([bounds, row_bounds, ops.take(offsets, row_bounds), ops.take(row_offsets, out_bounds)]).T
         )
-        self.pixel, self.weight, self.offsets = (ops.to_torch(a) for a in (pixel, weight, offsets))
-        self.row, self.row_weight, self.row_offsets = (ops.to_torch(a) for a in (row, row_weight, row_offsets))
+        self._store(ops, (pixel, weight, offsets), (row, row_weight, row_offsets))
         self.subs = []
         for (a, r0, e0, f0), (b, r1, e1, f1) in _pairs(limits):
             stage1 = (self.pixel[e0:e1], self.offsets[r0 : r1 + 1] - e0, self.weight[e0:e1])
@@ -388,7 +382,7 @@ class _Chunk:
         read holds the same entries in the same order as in the ragged plan: the same bits."""
         n, c, h, w = plan.shape
         ops = plan.ops
-        (yi, yw, yv), (xi, xw, xv), columns, taps_mode, lo, s_tap = units
+        (yi, yw, yv), (xi, _, _), columns, taps_mode, lo, _ = units  # x weights and taps: stage 2 (_stage2)
         k, uy, ty = yi.shape
         ux, tx = xi.shape[1:]
         t = ux * tx
@@ -404,18 +398,34 @@ class _Chunk:
             ops.broadcast(yv[:, :, None, :], shape).reshape(-1, ty), ops,
         )  # [E1], [E1], [k * Uy * S + 1]
         base = (ops.arange(k)[:, None] * uy + ops.arange(uy)) * slots  # [k, Uy] first row of (box, unit)
-        row = base[:, :, None] + s_tap[:, None, :]  # [k, Uy, Ux * Tx]
-        row, row_weight, row_offsets = _bags(
-            row.reshape(-1, tx), ops.broadcast(xw.reshape(k, 1, t), (k, uy, t)).reshape(-1, tx),
-            ops.broadcast(xv.reshape(k, 1, t), (k, uy, t)).reshape(-1, tx), ops,
-        )  # [E2], [E2], [k * Uy * Ux + 1]
+        stage2 = self._stage2(ops, base, units)  # [E2], [E2], [k * Uy * Ux + 1]
         self.rows = k * uy * slots
         self._kr = ops.floordiv(ops.arange(self.rows), uy * slots)  # [R] box and column of each row (the backward's)
         self._s = ops.arange(self.rows) % slots  # [R]
-        self.pixel, self.weight, self.offsets = (ops.to_torch(a) for a in (pixel, weight, offsets))
-        self.row, self.row_weight, self.row_offsets = (ops.to_torch(a) for a in (row, row_weight, row_offsets))
+        self._store(ops, (pixel, weight, offsets), stage2)
         stage1, stage2 = (self.pixel, self.offsets, self.weight), (self.row, self.row_offsets, self.row_weight)
         self.subs = [(self.k0, self.k1, stage1, stage2)]
+
+    @staticmethod
+    def _stage2(ops, base, units):
+        """Stage 2's bags, one per output (box, y unit, x unit) over its x taps' stage-1 rows of that y unit,
+        for ``base`` [k, Uy], the first stage-1 row of each (box, y unit) (either layout): ([E2] row, [E2]
+        weight, [k * Uy * Ux + 1] offsets)."""
+        (yi, _, _), (xi, xw, xv), _, _, _, s_tap = units
+        k, uy = yi.shape[:2]
+        tx = xi.shape[2]
+        t = xi.shape[1] * tx
+        row = base[:, :, None] + s_tap[:, None, :]  # [k, Uy, Ux * Tx]
+        return _bags(
+            row.reshape(-1, tx), ops.broadcast(xw.reshape(k, 1, t), (k, uy, t)).reshape(-1, tx),
+            ops.broadcast(xv.reshape(k, 1, t), (k, uy, t)).reshape(-1, tx), ops,
+        )  # fmt: skip
+
+    def _store(self, ops, stage1, stage2) -> None:
+        """Keep both stages' bags as torch tensors: ``pixel, weight, offsets`` and ``row, row_weight,
+        row_offsets``."""
+        self.pixel, self.weight, self.offsets = (ops.to_torch(a) for a in stage1)
+        self.row, self.row_weight, self.row_offsets = (ops.to_torch(a) for a in stage2)
 
     def transposed(self, plan: _Plan):
         """The same bags, transposed for the backward: (stage 2^T, one bag per stage-1 row over output
