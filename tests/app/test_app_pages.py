@@ -271,17 +271,22 @@ def test_side_by_side_draws_every_variant_in_one_overview_with_one_colour_scale(
     assert "<b>IoU 1.00 · 0% outside</b><br>the reference" in text  # your settings on the synthetic scene
 
 
-def test_side_by_side_crops_match_torchvision_for_your_settings():
-    """The overview's reference crop is checked against torchvision.ops.roi_align on the same features."""
-    at = make_app("side")
+def _features_and_first_box(at) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Side-by-side page's feature map (the app's own cached call) and its first box in model-input px."""
     from roi_lab.ui import loaders
 
     ss = at.session_state
     working = loaders.working_image(ss[K.IMAGE_HASH], ss[K.MAX_SIDE], ss[K.IMAGE_BYTES])
     result = loaders.features(ss[K.IMAGE_HASH], ss[K.MAX_SIDE], "resnet18", "none", "cpu", "C4", working.image)
     boxes, _, _ = boxtable.usable_boxes(ss[K.BOXES], working.original_size)
-    boxes_model = torch.tensor(boxes[:1] * SCALE, dtype=torch.float32)
-    expected = torchvision.ops.roi_align(result.features, [boxes_model], 7, 1 / 16, 2, True).mean(1)[0]
+    return result.features, torch.tensor(boxes[:1] * SCALE, dtype=torch.float32)
+
+
+def test_side_by_side_crops_match_torchvision_for_your_settings():
+    """The overview's reference crop is checked against torchvision.ops.roi_align on the same features."""
+    at = make_app("side")
+    features, boxes_model = _features_and_first_box(at)
+    expected = torchvision.ops.roi_align(features, [boxes_model], 7, 1 / 16, 2, True).mean(1)[0]
     (heatmap,) = [t for t in figure(at, "overview")["data"] if t["type"] == "heatmap"]
     z = array(heatmap["z"])
     np.testing.assert_allclose(z[:7, :7], expected.numpy(), atol=1e-4)  # tile 1 (your settings), box 1
@@ -401,20 +406,14 @@ def test_roi_pool_tile_shows_the_channel_view_of_its_max_pooled_crop():
     """RoIPool is a max per bin: the mean view of its tile is the mean over channels of torchvision's roi_pool,
     not roi_pool of the mean map (the shortcut the linear variants take)."""
     at = make_app("side")
-    from roi_lab.ui import loaders
-
-    ss = at.session_state
-    working = loaders.working_image(ss[K.IMAGE_HASH], ss[K.MAX_SIDE], ss[K.IMAGE_BYTES])
-    result = loaders.features(ss[K.IMAGE_HASH], ss[K.MAX_SIDE], "resnet18", "none", "cpu", "C4", working.image)
-    boxes, _, _ = boxtable.usable_boxes(ss[K.BOXES], working.original_size)
-    boxes_model = torch.tensor(boxes[:1] * SCALE, dtype=torch.float32)
-    pooled = torchvision.ops.roi_pool(result.features, [boxes_model], 7, 1 / 16)  # [1, C, 7, 7]
+    features, boxes_model = _features_and_first_box(at)
+    pooled = torchvision.ops.roi_pool(features, [boxes_model], 7, 1 / 16)  # [1, C, 7, 7]
     i = list(VariantKind).index(VariantKind.ROI_POOL)  # tile 12: row 2, column 3 of the first group
     r, c = divmod(i, 4)
     (heatmap,) = [t for t in figure(at, "overview")["data"] if t["type"] == "heatmap"]
     tile = array(heatmap["z"])[r * 8: r * 8 + 7, c * 8: c * 8 + 7]
     np.testing.assert_allclose(tile, pooled.mean(1)[0].numpy(), atol=1e-4)
-    shortcut = torchvision.ops.roi_pool(result.features.mean(1, keepdim=True), [boxes_model], 7, 1 / 16)[0, 0]
+    shortcut = torchvision.ops.roi_pool(features.mean(1, keepdim=True), [boxes_model], 7, 1 / 16)[0, 0]
     assert np.abs(shortcut.numpy() - tile).max() > 1e-2  # the shortcut would show something else
 
 
